@@ -1,0 +1,57 @@
+"""Max-pool forward/backward as parallel Numba loops, one (n, c) plane per iteration (twin: kernels/cuda/pool.cu).
+
+The argmax is the offset i*kw + j of the first maximum in the window, as in the reference; padding
+reads as -inf and is never materialised.
+"""
+import numpy as np
+from numba import njit, prange
+
+OPTS = dict(parallel=True, cache=True, error_model="numpy")
+
+
+@njit(**OPTS)
+def _maxpool_forward(x, out, arg, kh, kw, stride, padding):
+    N, C, H, W = x.shape
+    OH, OW = out.shape[2], out.shape[3]
+    for nc in prange(N * C):
+        n, c = nc // C, nc % C
+        for oh in range(OH):
+            for ow in range(OW):
+                best, best_k = -np.inf, 0
+                for i in range(kh):
+                    h = oh * stride + i - padding
+                    if h < 0 or h >= H:
+                        continue
+                    for j in range(kw):
+                        w = ow * stride + j - padding
+                        if 0 <= w < W and x[n, c, h, w] > best:
+                            best, best_k = x[n, c, h, w], i * kw + j
+                out[n, c, oh, ow] = best
+                arg[n, c, oh, ow] = best_k
+
+
+@njit(**OPTS)
+def _maxpool_backward(dout, arg, dx, kw, stride, padding):
+    N, C, OH, OW = dout.shape
+    for nc in prange(N * C):  # windows of one plane overlap only within that plane: no races
+        n, c = nc // C, nc % C
+        for oh in range(OH):
+            for ow in range(OW):
+                k = arg[n, c, oh, ow]
+                i, j = k // kw, k % kw
+                dx[n, c, oh * stride + i - padding, ow * stride + j - padding] += dout[n, c, oh, ow]
+
+
+def maxpool_forward(x, kh, kw, stride, padding):
+    N, C, H, W = x.shape
+    OH, OW = (H + 2 * padding - kh) // stride + 1, (W + 2 * padding - kw) // stride + 1
+    out = np.empty((N, C, OH, OW), dtype=x.dtype)
+    arg = np.empty((N, C, OH, OW), dtype=np.uint8)
+    _maxpool_forward(np.ascontiguousarray(x), out, arg, kh, kw, stride, padding)
+    return out, arg
+
+
+def maxpool_backward(dout, arg, x_shape, kh, kw, stride, padding):
+    dx = np.zeros(x_shape, dtype=dout.dtype)
+    _maxpool_backward(np.ascontiguousarray(dout), arg, dx, kw, stride, padding)
+    return dx

@@ -1,0 +1,15 @@
+"""minitorch_cifar: a from-scratch CNN framework on NumPy, Numba and CuPy."""
+from minitorch_cifar import backend, nn, optim
+from minitorch_cifar.backend import (get_backend, get_default_dtype, set_backend, set_default_dtype,
+                                     to_numpy, use_backend)
+from minitorch_cifar.gradcheck import GradcheckError, gradcheck
+from minitorch_cifar.nn.module import manual_seed
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):  # data, models and train pull in more; load them on first use
+    import importlib
+    if name in ("data", "models", "train", "experiments", "plots"):
+        return importlib.import_module(f"minitorch_cifar.{name}")
+    raise AttributeError(name)

@@ -1,0 +1,166 @@
+"""BatchNorm statistics, dropout statistics, a whole small net against torch, and errors that name the layer."""
+import numpy as np
+import pytest
+
+import minitorch_cifar as mc
+from minitorch_cifar import nn
+from minitorch_cifar.torch_mirror import to_torch
+
+
+def test_batchnorm_running_statistics_match_torch(torch, f64):
+    bn = nn.BatchNorm2d(3, momentum=0.2)
+    mirror = to_torch(bn)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        x = rng.standard_normal((4, 3, 5, 5)) * 3 + 2
+        bn.forward(x)
+        mirror(torch.from_numpy(x))
+    np.testing.assert_allclose(bn.running_mean, mirror.running_mean.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(bn.running_var, mirror.running_var.numpy(), rtol=1e-12)  # unbiased, as torch
+    assert int(bn.num_batches_tracked) == int(mirror.num_batches_tracked) == 5
+    bn.eval(), mirror.eval()
+    x = rng.standard_normal((2, 3, 4, 4))
+    np.testing.assert_allclose(bn.forward(x), mirror(torch.from_numpy(x)).detach().numpy(), rtol=1e-12)
+    mc.gradcheck(bn, x)  # eval mode is an affine map: its backward must be right too
+
+
+def test_batchnorm_float32_large_mean_stays_accurate():
+    x = (np.random.default_rng(1).standard_normal((64, 2, 8, 8)) * 0.01 + 1000).astype(np.float32)
+    for name in ("numpy", "numba"):
+        with mc.use_backend(name):
+            bn = nn.BatchNorm2d(2)
+            y = bn.forward(x)
+        assert np.all(np.isfinite(y))
+        np.testing.assert_allclose(y.std(axis=(0, 2, 3)), 1, atol=0.05)
+
+
+def test_dropout_keep_rate_scale_eval_and_seed():
+    x = np.ones((200, 500), dtype=np.float32)
+    drop = nn.Dropout(0.3, seed=7)
+    y = drop.forward(x)
+    kept = y != 0
+    assert abs(kept.mean() - 0.7) < 0.005  # 100,000 draws: sd of the rate is 0.0014
+    np.testing.assert_allclose(y[kept], 1 / 0.7, rtol=1e-6)
+    np.testing.assert_array_equal(drop.backward(x), y)  # same mask, same scale
+    assert abs(y.mean() - 1) < 0.01  # inverted dropout keeps the expectation
+    again = nn.Dropout(0.3, seed=7).forward(x)
+    np.testing.assert_array_equal(again, y)
+    assert not np.array_equal(nn.Dropout(0.3, seed=8).forward(x), y)
+    drop.eval()
+    assert drop.forward(x) is x
+
+
+def _small_net():
+    branch = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1))
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Residual(branch), nn.ReLU(),
+        nn.Residual(nn.Sequential(nn.Conv2d(8, 4, 1), nn.BatchNorm2d(4)), nn.Conv2d(8, 4, 1, bias=False)),
+        nn.GlobalAvgPool2d(), nn.Linear(4, 5),
+    )
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-10), (np.float32, 2e-4)])
+def test_small_network_equals_torch(torch, dtype, tol):
+    mc.set_default_dtype(dtype)
+    net = _small_net()
+    mirror = to_torch(net)
+    assert set(net.state_dict()) == set(mirror.state_dict())
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3, 8, 8)).astype(dtype)
+    t = rng.integers(0, 5, 4)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+    loss = loss_fn.forward(net.forward(x), t)
+    net.zero_grad()
+    net.backward(loss_fn.backward())
+    tloss = torch.nn.functional.cross_entropy(mirror(torch.from_numpy(x)), torch.from_numpy(t), label_smoothing=0.1)
+    tloss.backward()
+    assert abs(float(loss) - tloss.item()) < tol
+    for name, p in mirror.named_parameters():
+        ours = dict(net.named_parameters())[name].grad
+        np.testing.assert_allclose(ours, p.grad.numpy(), rtol=tol, atol=tol * 10, err_msg=name)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_cross_entropy_gradcheck_and_torch(torch, f64, smoothing):
+    rng = np.random.default_rng(3)
+    logits, targets = rng.standard_normal((6, 4)) * 5, rng.integers(0, 4, 6)
+    loss = nn.CrossEntropyLoss(label_smoothing=smoothing)
+    mc.gradcheck(loss, (logits, targets))
+    value = loss.forward(logits, targets)
+    lt = torch.tensor(logits, requires_grad=True)
+    tl = torch.nn.functional.cross_entropy(lt, torch.from_numpy(targets), label_smoothing=smoothing)
+    tl.backward()
+    assert abs(value - tl.item()) < 1e-12
+    np.testing.assert_allclose(loss.backward(), lt.grad.numpy(), atol=1e-14)
+    # huge logits stay finite: log-softmax subtracts the row max
+    assert np.isfinite(loss.forward(logits * 1e4, targets))
+
+
+def test_gradcheck_reports_the_worst_element(f64):
+    class Wrong(nn.Module):
+        def forward(self, x):
+            self._cache = x
+            return x * x
+
+        def backward(self, dout):
+            return dout * self.cached()  # should be 2x
+    with pytest.raises(mc.GradcheckError, match="gradient of input is wrong at index"):
+        mc.gradcheck(Wrong(), np.random.default_rng(0).standard_normal((2, 3)))
+
+
+@pytest.mark.parametrize("layer,x,match", [
+    (lambda: nn.Conv2d(3, 4, 3), np.zeros((3, 8, 8), np.float32), "Conv2d.*4-D input.*got shape \\(3, 8, 8\\)"),
+    (lambda: nn.Conv2d(3, 4, 3), np.zeros((1, 2, 8, 8), np.float32), "Conv2d.*expected 3 channels"),
+    (lambda: nn.Conv2d(3, 4, 3), np.zeros((1, 3, 8, 8), np.int64), "Conv2d.*floating-point.*int64"),
+    (lambda: nn.Conv2d(3, 4, 5), np.zeros((1, 3, 2, 2), np.float32), "smaller than the kernel"),
+    (lambda: nn.Linear(4, 2), np.zeros((2, 5), np.float32), "Linear.*expected 4 channels"),
+    (lambda: nn.BatchNorm2d(3), np.zeros((1, 3, 1, 1), np.float32), "more than 1 value per channel"),
+    (lambda: nn.MaxPool2d(2), np.zeros((2, 2), np.float32), "MaxPool2d.*4-D"),
+    (lambda: nn.ReLU(), [1.0, 2.0], "ReLU.*expected an array"),
+])
+def test_bad_input_names_the_layer(layer, x, match):
+    with pytest.raises(ValueError, match=match):
+        layer().forward(x)
+
+
+@pytest.mark.parametrize("layer", [nn.Conv2d(1, 1, 1), nn.ReLU(), nn.BatchNorm2d(1), nn.MaxPool2d(2), nn.Linear(1, 1), nn.Dropout()])
+def test_backward_before_forward(layer):
+    with pytest.raises(RuntimeError, match=f"{type(layer).__name__}.*backward called before forward"):
+        layer.backward(np.zeros((1, 1, 2, 2), np.float32))
+
+
+def test_loss_rejects_labels_out_of_range():
+    loss = nn.CrossEntropyLoss()
+    with pytest.raises(ValueError, match="targets must be in \\[0, 2\\].*\\[0, 3\\]"):
+        loss.forward(np.zeros((2, 3), np.float32), np.array([0, 3]))
+    with pytest.raises(ValueError, match="integer targets"):
+        loss.forward(np.zeros((2, 3), np.float32), np.array([0.0, 1.0]))
+
+
+def test_state_dict_roundtrip_astype_and_errors():
+    net = _small_net()
+    state = net.state_dict()
+    other = _small_net()
+    mc.manual_seed(5)
+    other = _small_net()
+    other.load_state_dict(state)
+    for k, v in other.state_dict().items():
+        np.testing.assert_array_equal(v, state[k])
+    net.astype(np.float64)
+    assert all(p.data.dtype == np.float64 and p.grad.dtype == np.float64 for p in net.parameters())
+    assert net[1].running_mean.dtype == np.float64
+    bad = dict(state)
+    bad["0.weight"] = np.zeros((1, 1, 1, 1))
+    with pytest.raises(ValueError, match="0.weight has shape"):
+        other.load_state_dict(bad)
+    with pytest.raises(ValueError, match="missing keys \\['0.bias'\\]"):
+        other.load_state_dict({k: v for k, v in state.items() if k != "0.bias"})
+
+
+def test_use_backend_restores_and_rejects_unknown():
+    with mc.use_backend("numba"):
+        assert mc.get_backend() == "numba"
+    assert mc.get_backend() == "numpy"
+    with pytest.raises(ValueError, match="unknown backend 'jax'"):
+        mc.set_backend("jax")
