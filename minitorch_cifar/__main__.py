@@ -1,0 +1,5 @@
+import sys
+
+from minitorch_cifar.cli import main
+
+sys.exit(main())

@@ -1,0 +1,205 @@
+"""The ``minitorch-cifar`` command: train, evaluate, plot, seeds, sweep, crossval, selftest."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from minitorch_cifar.train import TrainConfig
+
+
+def _bool_flag(parser, name, default, help):
+    parser.add_argument(f"--{name}", dest=name.replace("-", "_"), action=argparse.BooleanOptionalAction, default=default, help=help)
+
+
+def add_train_options(p):
+    d = TrainConfig()
+    p.add_argument("--data", default=None, help="folder or archive with CIFAR-10 (default: the standard cache folder)")
+    p.add_argument("--model", default=d.model, choices=["simple", "deeper", "resnet", "fast"])
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--momentum", type=float, default=d.momentum)
+    _bool_flag(p, "nesterov", d.nesterov, "Nesterov momentum")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    _bool_flag(p, "no-decay-bias-bn", d.no_decay_bias_bn, "no weight decay on biases and batch-norm parameters")
+    p.add_argument("--bias-lr-scale", type=float, default=d.bias_lr_scale, help="lr multiplier for biases and BN parameters")
+    p.add_argument("--schedule", default=d.schedule, help="constant, step, cosine, onecycle (linear warmup then linear decay)")
+    p.add_argument("--warmup", type=float, default=d.warmup, help="fraction of steps of linear warmup")
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--activation", default=None, help="relu, leaky_relu, elu, gelu, tanh (default: the model's)")
+    p.add_argument("--dropout", type=float, default=None, help="dropout rate (default: the model's)")
+    p.add_argument("--no-bn", dest="batchnorm", action="store_const", const=False, default=None, help="no batch norm")
+    p.add_argument("--bn", dest="batchnorm", action="store_const", const=True, help="force batch norm on")
+    p.add_argument("--width", type=float, default=d.width, help="channel width multiplier")
+    p.add_argument("--augment", default=d.augment, help="comma list of crop, flip, cutout; or none")
+    p.add_argument("--padding", type=int, default=d.padding, help="random-crop padding in pixels")
+    p.add_argument("--pad-mode", default=d.pad_mode, choices=["reflect", "zero"])
+    p.add_argument("--cutout-size", type=int, default=d.cutout_size)
+    p.add_argument("--val-size", type=int, default=d.val_size)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--backend", default=d.backend, choices=["numpy", "numba", "cupy"])
+    p.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"])
+    _bool_flag(p, "tta", d.tta, "flip test-time augmentation for the final test evaluation")
+    p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
+    p.add_argument("--train-subset", type=int, default=d.train_subset, help="train on only the first N images (quick checks)")
+    p.add_argument("--out", default=d.out, help="run folder")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+
+def config_from_args(args) -> TrainConfig:
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+
+
+def cmd_train(args):
+    from minitorch_cifar.train import train
+    summary = train(config_from_args(args), progress=args.progress, resume=args.resume)
+    return 0 if summary is not None else 130
+
+
+def cmd_evaluate(args):
+    import numpy as np
+    from minitorch_cifar import backend, plots
+    from minitorch_cifar.data import load_cifar10
+    from minitorch_cifar.train import evaluate, model_from_checkpoint
+    backend.set_backend(args.backend)
+    model, meta = model_from_checkpoint(args.checkpoint)
+    data = load_cifar10(args.data or meta["config"]["data"])
+    dtype = np.dtype(meta["config"]["dtype"])
+    loss, acc, preds = evaluate(model, data.test.images, data.test.labels, meta["mean"], meta["std"], tta=args.tta, dtype=dtype)
+    labels = data.test.labels
+    matrix = np.zeros((10, 10), np.int64)
+    np.add.at(matrix, (labels, preds), 1)
+    per_class = {c: 100.0 * matrix[i, i] / max(1, matrix[i].sum()) for i, c in enumerate(data.classes)}
+    out = Path(args.out or Path(args.checkpoint).parent)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = dict(test_accuracy=acc, test_loss=loss, tta=args.tta, per_class_accuracy=per_class,
+                   confusion_matrix=matrix.tolist(), classes=list(data.classes), checkpoint=str(args.checkpoint), data=data.source)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    plots.confusion(matrix, data.classes, out / "confusion.png")
+    print(f"test accuracy {acc:.2f}% (loss {loss:.4f}); per class: " + ", ".join(f"{c} {a:.1f}" for c, a in per_class.items()))
+    print(f"wrote {out / 'metrics.json'} and {out / 'confusion.png'}")
+    return 0
+
+
+def cmd_plot(args):
+    from minitorch_cifar import plots
+    for d in args.run_dirs:
+        if not (Path(d) / "history.json").is_file():
+            raise ValueError(f"{d}: no history.json (is it a run folder?)")
+    out = args.out or (Path(args.run_dirs[0]) / "curves.png" if len(args.run_dirs) == 1 else "curves.png")
+    print(f"wrote {plots.plot_runs(args.run_dirs, out)}")
+    return 0
+
+
+def cmd_seeds(args):
+    from minitorch_cifar import experiments
+    summary = experiments.run_seeds(config_from_args(args), args.seeds, jobs=args.jobs, scheduler=args.scheduler, progress=args.progress)
+    print(json.dumps({k: summary[k] for k in ("test_accuracies", "mean", "std", "min", "max")}, indent=2))
+    return 0 if not summary["failed"] else 1
+
+
+def cmd_sweep(args):
+    from minitorch_cifar import experiments
+    grid = experiments.parse_grid(args.grid)
+    result = experiments.run_sweep(config_from_args(args), grid, jobs=args.jobs, scheduler=args.scheduler, progress=args.progress)
+    print(result["markdown"])
+    return 0 if not result["failed"] else 1
+
+
+def cmd_crossval(args):
+    from minitorch_cifar import crossval
+    result = crossval.run(args.model, args.steps, args.dtype, args.data, args.batch_size, args.seed, args.out,
+                          lr=args.lr, epochs=args.epochs, train_subset=args.train_subset)
+    print(f"max |loss difference| {result['max_abs_loss_diff']:.3g}, max |parameter difference| "
+          f"{result['max_abs_param_diff']:.3g}; test accuracy minitorch {result['test_accuracy_minitorch']:.2f}% "
+          f"torch {result['test_accuracy_torch']:.2f}%; wrote {args.out}/crossval.json and crossval.png")
+    return 0
+
+
+def cmd_selftest(args):
+    from minitorch_cifar import selftest
+    return selftest.run(args.backend)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="minitorch-cifar", description="Train and check CNNs on CIFAR-10 with minitorch_cifar.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model; writes a run folder")
+    add_train_options(p)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="test accuracy, per-class accuracy and confusion matrix of a checkpoint")
+    p.add_argument("checkpoint")
+    p.add_argument("--data", default=None)
+    p.add_argument("--out", default=None)
+    p.add_argument("--backend", default="numba", choices=["numpy", "numba", "cupy"])
+    p.add_argument("--tta", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("plot", help="curves of one run, or several overlaid")
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--out", default=None)
+    p.set_defaults(func=cmd_plot)
+
+    for name, helptext in (("seeds", "one recipe over several seeds: mean, std, min, max"),
+                           ("sweep", "a grid over train options: a table and a plot")):
+        p = sub.add_parser(name, help=helptext)
+        add_train_options(p)
+        if name == "seeds":
+            p.add_argument("--seeds", type=int, nargs="+", required=True)
+            p.set_defaults(func=cmd_seeds)
+        else:
+            p.add_argument("--grid", action="append", required=True, help="option=v1,v2,... (repeatable)")
+            p.set_defaults(func=cmd_sweep)
+        p.add_argument("--jobs", type=int, default=1, help="runs at once in local processes")
+        p.add_argument("--scheduler", default=None, help="a Dask scheduler address: run on that cluster")
+
+    p = sub.add_parser("crossval", help="train the same network in minitorch and torch side by side")
+    p.add_argument("--model", default="simple", choices=["simple", "deeper", "resnet", "fast"])
+    p.add_argument("--steps", type=int, default=30, help="training steps (0 with --epochs: whole epochs)")
+    p.add_argument("--epochs", type=int, default=0)
+    p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    p.add_argument("--data", default=None)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.02)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-subset", type=int, default=0)
+    p.add_argument("--out", default="runs/crossval")
+    p.set_defaults(func=cmd_crossval)
+
+    p = sub.add_parser("selftest", help="every layer on a backend against the numpy reference")
+    p.add_argument("--backend", default="numba", choices=["numba", "cupy"])
+    p.set_defaults(func=cmd_selftest)
+    return parser
+
+
+def main(argv=None):
+    from minitorch_cifar.backend import BackendUnavailable
+    from minitorch_cifar.data import DataError
+    from minitorch_cifar.train import TrainingDiverged
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except DataError as e:
+        print(f"minitorch-cifar: data error: {e}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as e:
+        print(f"minitorch-cifar: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError, BackendUnavailable) as e:
+        print(f"minitorch-cifar: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("minitorch-cifar: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Seeds and sweeps: many training runs of one recipe, submitted to a concurrent.futures executor
+(serial in this process by default, local processes with jobs > 1, a Dask cluster with a scheduler
+address), summarised as JSON, markdown and plots. A failed run is reported with its configuration and
+does not lose the finished ones.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import itertools
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from minitorch_cifar.train import TrainConfig
+
+
+def _pin_threads(threads: int):
+    """Cap BLAS, OpenMP and Numba threads in a worker so N parallel runs do not oversubscribe the cores."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(threads)
+    except ImportError:
+        pass
+    import numba
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+
+
+def run_one(config_dict: dict, threads: int = 0, progress: bool = False) -> dict:
+    """Train one configuration (a plain dict, so it pickles to any worker); returns its summary."""
+    if threads:
+        _pin_threads(threads)
+    from minitorch_cifar.train import train
+    config = TrainConfig(**config_dict)
+    summary = train(config, progress=progress, log=lambda *a: None if not progress else print(*a))
+    return summary
+
+
+class _Serial(cf.Executor):
+    """Runs each submission at once in this process (the default: what a single machine wants)."""
+
+    def submit(self, fn, *args, **kwargs):
+        future = cf.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as e:  # noqa: BLE001 - reported per run, like a worker would
+            future.set_exception(e)
+        return future
+
+
+def make_executor(jobs=1, scheduler=None):
+    if scheduler:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise ValueError('--scheduler needs Dask: pip install -e ".[cluster]"') from None
+        return Client(scheduler).get_executor(), 1
+    if jobs <= 1:
+        return _Serial(), 0
+    return cf.ProcessPoolExecutor(jobs), max(1, (os.cpu_count() or 1) // jobs)
+
+
+def _run_all(configs: list[TrainConfig], jobs, scheduler, progress, executor=None):
+    own = executor is None
+    if own:
+        executor, threads = make_executor(jobs, scheduler)
+    else:
+        threads = 1
+    futures = [executor.submit(run_one, dataclasses.asdict(c), threads, progress and jobs <= 1) for c in configs]
+    results, failed = [], []
+    for config, future in zip(configs, futures):
+        try:
+            results.append(future.result())
+        except Exception as e:  # noqa: BLE001
+            failed.append({"config": dataclasses.asdict(config), "error": f"{type(e).__name__}: {e}"})
+            print(f"run {config.out} failed: {type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}")
+            results.append(None)
+    if own:
+        executor.shutdown()
+    return results, failed
+
+
+def _write(path: Path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def run_seeds(config: TrainConfig, seeds, jobs=1, scheduler=None, progress=True, executor=None) -> dict:
+    from minitorch_cifar import plots
+    out = Path(config.out)
+    configs = [dataclasses.replace(config, seed=s, out=str(out / f"seed{s}")) for s in seeds]
+    results, failed = _run_all(configs, jobs, scheduler, progress, executor)
+    done = [(s, r) for s, r in zip(seeds, results) if r is not None]
+    accs = [r["test_accuracy"] for _, r in done]
+    recipe = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("seed", "out")}
+    summary = dict(
+        test_accuracies=accs, seeds=[s for s, _ in done],
+        mean=float(np.mean(accs)) if accs else None, std=float(np.std(accs)) if accs else None,
+        min=float(np.min(accs)) if accs else None, max=float(np.max(accs)) if accs else None,
+        minutes_per_run=float(np.mean([r["wall_seconds"] for _, r in done]) / 60) if done else None,
+        recipe=recipe, data=done[0][1]["data"] if done else None, failed=failed)
+    _write(out / "seeds.json", summary)
+    if accs:
+        plots.spread(accs, [str(s) for s, _ in done], out / "seeds.png", title=f"{config.model}: test accuracy per seed")
+    return summary
+
+
+def parse_grid(specs) -> dict:
+    """['lr=0.05,0.1', 'batch_size=128,256'] -> {'lr': [0.05, 0.1], 'batch_size': [128, 256]}, typed as TrainConfig's fields."""
+    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    defaults = dataclasses.asdict(TrainConfig())
+    grid = {}
+    for spec in specs:
+        if "=" not in spec:
+            raise ValueError(f"--grid takes option=v1,v2,..., got {spec!r}")
+        name, values = spec.split("=", 1)
+        name = name.strip().lstrip("-").replace("-", "_")
+        if name not in types or name in ("out",):
+            raise ValueError(f"--grid: {name!r} is not a train option")
+        caster = type(defaults[name]) if defaults[name] is not None else str
+        if caster is bool:
+            caster = lambda v: v.lower() in ("1", "true", "yes", "on")  # noqa: E731
+        try:
+            grid[name] = [caster(v) for v in values.split(",") if v != ""]
+        except ValueError:
+            raise ValueError(f"--grid {name}: cannot read values {values!r}") from None
+    return grid
+
+
+def run_sweep(config: TrainConfig, grid: dict, jobs=1, scheduler=None, progress=True, executor=None) -> dict:
+    from minitorch_cifar import plots
+    out = Path(config.out)
+    points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    names = [",".join(f"{k}={v}" for k, v in p.items()) for p in points]
+    configs = [dataclasses.replace(config, **p, out=str(out / n)).validate() for p, n in zip(points, names)]
+    results, failed = _run_all(configs, jobs, scheduler, progress, executor)
+    rows = []
+    for p, n, r in zip(points, names, results):
+        if r is not None:
+            rows.append(dict(**p, name=n, test_accuracy=r["test_accuracy"], best_val_accuracy=r["best_val_accuracy"],
+                             final_train_accuracy=r["final_train_accuracy"], minutes=r["wall_seconds"] / 60))
+    header = list(grid) + ["test acc (%)", "best val acc (%)", "train acc (%)", "minutes"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        val = "-" if r["best_val_accuracy"] is None else f"{r['best_val_accuracy']:.2f}"
+        lines.append("| " + " | ".join(str(r[k]) for k in grid) +
+                     f" | {r['test_accuracy']:.2f} | {val} | {r['final_train_accuracy']:.2f} | {r['minutes']:.1f} |")
+    markdown = "\n".join(lines)
+    result = dict(grid=grid, rows=rows, failed=failed, markdown=markdown,
+                  recipe={k: v for k, v in dataclasses.asdict(config).items() if k != "out"})
+    _write(out / "sweep.json", result)
+    (out / "sweep.md").write_text(markdown + "\n")
+    if rows:
+        plots.bars([r["name"] for r in rows], [r["test_accuracy"] for r in rows], out / "sweep.png", title="sweep")
+    return result

@@ -1,0 +1,332 @@
+"""The training loop: one epoch after another of forward, loss, backward and SGD step, with a history,
+checkpoints that resume bit-for-bit, and a test evaluation at the end.
+
+A run folder holds ``config.json``, ``history.json`` / ``history.csv`` (one row per epoch, written as it
+goes), ``checkpoint.npz`` (the last completed step), ``best.npz`` (best validation accuracy),
+``curves.png`` and, at the end, ``summary.json``.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from minitorch_cifar import backend, nn, optim
+from minitorch_cifar.data import Augment, BatchLoader, channel_stats, load_cifar10, normalize, train_val_split
+from minitorch_cifar.data.cifar import atomic_save_npz
+from minitorch_cifar.models import build_model, count_parameters, init_whitening
+
+
+@dataclass
+class TrainConfig:
+    data: str | None = None
+    model: str = "simple"
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    no_decay_bias_bn: bool = True  # no weight decay on biases and batch-norm parameters
+    bias_lr_scale: float = 1.0  # lr multiplier for biases and batch-norm parameters
+    schedule: str = "onecycle"
+    warmup: float = 0.2
+    label_smoothing: float = 0.0
+    activation: str | None = None  # None: the architecture's default
+    dropout: float | None = None
+    batchnorm: bool | None = None
+    width: float = 1.0
+    augment: str = "crop,flip"
+    padding: int = 4
+    pad_mode: str = "reflect"
+    cutout_size: int = 8
+    val_size: int = 5000
+    seed: int = 0
+    backend: str = "numba"
+    dtype: str = "float32"
+    tta: bool = False  # test-time augmentation: average the logits of each image and its mirror
+    eval_batch_size: int = 500
+    train_subset: int = 0  # > 0: train on only this many images (quick experiments and tests)
+    out: str = "runs/latest"
+
+    def validate(self):
+        checks = [
+            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
+            (0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}"),
+            (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
+            (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (self.dropout is None or 0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}"),
+            (self.width > 0, f"--width must be > 0, got {self.width}"),
+            (self.val_size >= 0, f"--val-size must be >= 0, got {self.val_size}"),
+            (self.dtype in ("float32", "float64"), f"--dtype must be float32 or float64, got {self.dtype}"),
+            (0 <= self.warmup < 1, f"--warmup must be in [0, 1), got {self.warmup}"),
+            (not (self.nesterov and self.momentum == 0), "--nesterov needs --momentum > 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        if self.schedule not in optim.SCHEDULES:
+            raise ValueError(f"--schedule must be one of {', '.join(optim.SCHEDULES)}, got {self.schedule}")
+        Augment(self.augment)  # raises on unknown names
+        return self
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+# ----------------------------------------------------------------------------- evaluation
+def predict(model, images, mean, std, batch_size=500, tta=False, dtype=np.float32):
+    """Logits (on the host) for uint8 images; with tta, the mean of the logits of each image and its mirror."""
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = backend.asarray(normalize(images[i:i + batch_size], mean, std, dtype))
+        logits = model.forward(x)
+        if tta:
+            logits = 0.5 * (logits + model.forward(x[..., ::-1].copy()))
+        out.append(backend.to_numpy(logits))
+    model.train()
+    return np.concatenate(out) if out else np.zeros((0, 10))
+
+
+def evaluate(model, images, labels, mean, std, batch_size=500, tta=False, dtype=np.float32):
+    """(mean loss, accuracy in percent, predicted labels) over a whole split."""
+    if len(labels) == 0:
+        return float("nan"), float("nan"), np.zeros(0, np.int64)
+    logits = predict(model, images, mean, std, batch_size, tta, dtype)
+    loss = nn.CrossEntropyLoss().forward(logits.astype(np.float64), np.asarray(labels))
+    preds = logits.argmax(axis=1)
+    return float(loss), 100.0 * float((preds == labels).mean()), preds
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def save_checkpoint(path, model, optimizer, meta: dict):
+    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
+    for g, velocities in enumerate(optimizer.state_dict()["velocity"]):
+        for i, v in enumerate(velocities):
+            if v is not None:
+                arrays[f"velocity/{g}/{i}"] = v
+    meta = {**meta, "lr": [g["lr"] for g in optimizer.param_groups], "rng_states": model.rng_states()}
+    atomic_save_npz(Path(path), meta=np.array(json.dumps(meta)), **arrays)
+
+
+def load_checkpoint(path):
+    """(model state dict, {(group, index): velocity}, meta) from a checkpoint file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    try:
+        with np.load(path) as z:
+            meta = json.loads(str(z["meta"]))
+            state = {k[len("model/"):]: z[k] for k in z.files if k.startswith("model/")}
+            velocity = {tuple(int(p) for p in k.split("/")[1:]): z[k] for k in z.files if k.startswith("velocity/")}
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"{path}: not a readable minitorch-cifar checkpoint ({e})") from None
+    return state, velocity, meta
+
+
+def model_from_checkpoint(path):
+    """Rebuild the model of a checkpoint with its weights; returns (model, meta)."""
+    state, _, meta = load_checkpoint(path)
+    c = meta["config"]
+    if c["dtype"] == "float64":
+        backend.set_default_dtype(np.float64)
+    model = build_model(c["model"], c["activation"], c["batchnorm"], c["dropout"], c["width"])
+    model.load_state_dict(state)
+    return model, meta
+
+
+# ----------------------------------------------------------------------------- history
+def _write_json(path, obj):
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def _write_history(out: Path, history: list):
+    _write_json(out / "history.json", history)
+    if history:
+        with open(out / "history.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(history[0]))
+            w.writeheader()
+            w.writerows(history)
+
+
+def _param_groups(model, config):
+    decay, other = [], []
+    for p in model.parameters():
+        (decay if p.data.ndim > 1 else other).append(p)  # weights of convs and linears vs biases and BN
+    return [{"params": decay},
+            {"params": other, "lr": config.lr * config.bias_lr_scale,
+             "weight_decay": 0.0 if config.no_decay_bias_bn else config.weight_decay}]
+
+
+class _StopFlag:
+    """First Ctrl-C asks the loop to stop after the current step (a consistent checkpoint); a second one aborts."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+# ----------------------------------------------------------------------------- the loop
+def train(config: TrainConfig, data=None, progress=True, resume=False, on_step=None, log=print):
+    """Train as ``config`` says; returns the summary dict (also written to ``out/summary.json``).
+
+    ``on_step(epoch, batch)`` is called after every completed step; returning True stops the run there
+    as Ctrl-C would (a checkpoint that ``resume=True`` continues from).
+    """
+    from tqdm import tqdm
+    from minitorch_cifar import plots
+
+    config.validate()
+    backend.set_backend(config.backend)
+    dtype = np.dtype(config.dtype)
+    backend.set_default_dtype(dtype)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+
+    data = data if data is not None else load_cifar10(config.data, download=config.data is None)
+    train_split, val_split = train_val_split(data.train, config.val_size, config.seed)
+    if config.train_subset:
+        train_split = type(train_split)(train_split.images[:config.train_subset], train_split.labels[:config.train_subset])
+    mean, std = channel_stats(train_split.images)
+
+    nn.module.manual_seed(config.seed)
+    model = build_model(config.model, config.activation, config.batchnorm, config.dropout, config.width)
+    for i, m in enumerate(model.modules()):
+        if isinstance(m, nn.Dropout):
+            m.seed = [config.seed, i]
+            m.rng = backend.random_generator(m.seed)
+    if config.model == "fast":
+        init_whitening(model[0], normalize(train_split.images[:5000], mean, std, np.float64))
+    optimizer = optim.SGD(_param_groups(model, config), lr=config.lr, momentum=config.momentum,
+                          nesterov=config.nesterov, weight_decay=config.weight_decay)
+    loader = BatchLoader(train_split.images, train_split.labels, config.batch_size, mean, std, seed=config.seed,
+                         augment=Augment(config.augment, config.padding, config.pad_mode, config.cutout_size), dtype=dtype)
+    steps = len(loader)
+    if steps == 0:
+        raise ValueError(f"--batch-size {config.batch_size} is larger than the {len(train_split)} training images")
+    kwargs = {"warmup": config.warmup} if config.schedule in ("cosine", "onecycle", "warmup_linear") else {}
+    schedule = optim.Schedule(optimizer, config.schedule, config.epochs * steps, **kwargs)
+    loss_fn = nn.CrossEntropyLoss(config.label_smoothing)
+
+    state = dict(epoch=0, batch=0, history=[], best_val_accuracy=-1.0, sums=[0.0, 0, 0], epoch_seconds=0.0)
+    if resume and (out / "checkpoint.npz").is_file():
+        weights, velocity, meta = load_checkpoint(out / "checkpoint.npz")
+        if meta["config"] != {**dataclasses.asdict(config), "out": meta["config"]["out"]}:
+            raise ValueError(f"{out}/checkpoint.npz was written with another configuration; resume with the same options")
+        model.load_state_dict(weights)
+        for (g, i), v in velocity.items():
+            optimizer.velocity[g][i] = backend.asarray(v)
+        model.set_rng_states(meta["rng_states"])
+        schedule.position = meta["schedule_position"]
+        optimizer.set_lr_factor(schedule.factor(schedule.position))
+        state.update({k: meta[k] for k in state})
+        log(f"resuming {out} at epoch {state['epoch'] + 1}, step {state['batch']}")
+    _write_json(out / "config.json", dataclasses.asdict(config))
+
+    def checkpoint_meta():
+        return dict(state, config=dataclasses.asdict(config), schedule_position=schedule.position,
+                    mean=list(mean), std=list(std), classes=list(data.classes))
+
+    log(f"{config.model}: {count_parameters(model):,} parameters; {len(train_split)} train / {len(val_split)} val images; "
+        f"{steps} steps per epoch; backend {config.backend}")
+    stopped = False
+    with _StopFlag() as stop, np.errstate(over="ignore", invalid="ignore"):  # a NaN loss is caught below
+        for epoch in range(state["epoch"], config.epochs):
+            loader.set_epoch(epoch)
+            model.train()
+            t0 = time.time() - state["epoch_seconds"]
+            bar = tqdm(total=steps, initial=state["batch"], desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
+                       disable=not progress, leave=False, mininterval=2, dynamic_ncols=True)
+            for b, (x, y) in enumerate(loader.batches(start=state["batch"]), start=state["batch"]):
+                logits = model.forward(x)
+                loss = loss_fn.forward(logits, y)
+                value = float(loss)
+                if not math.isfinite(value):
+                    bar.close()
+                    raise TrainingDiverged(
+                        f"loss became {value} at epoch {epoch + 1}, step {b + 1} (lr {schedule.lr:.4g}); stopped. The last good "
+                        f"checkpoint is {out / 'checkpoint.npz'} (epoch {state['epoch']}). Try a lower --lr.")
+                optimizer.zero_grad()
+                model.backward(loss_fn.backward())
+                optimizer.step()
+                schedule.step()
+                s = state["sums"]
+                s[0] += value * len(y)
+                s[1] += int((logits.argmax(axis=1) == y).sum())
+                s[2] += len(y)
+                state["batch"] = b + 1
+                bar.update(1)
+                if b % 10 == 0:
+                    bar.set_postfix(loss=f"{s[0] / s[2]:.3f}", acc=f"{100 * s[1] / s[2]:.1f}%", lr=f"{schedule.lr:.3g}")
+                if (on_step and on_step(epoch, b)) or stop.requested:
+                    stopped = True
+                    break
+            bar.close()
+            state["epoch_seconds"] = time.time() - t0
+            if stopped:
+                save_checkpoint(out / "checkpoint.npz", model, optimizer, checkpoint_meta())
+                log(f"stopped at epoch {epoch + 1}, step {state['batch']}: saved {out / 'checkpoint.npz'}; continue with --resume")
+                return None
+            val_loss, val_acc, _ = evaluate(model, val_split.images, val_split.labels, mean, std, config.eval_batch_size, dtype=dtype)
+            s = state["sums"]
+            row = dict(epoch=epoch + 1, train_loss=s[0] / s[2], train_accuracy=100 * s[1] / s[2], val_loss=val_loss,
+                       val_accuracy=val_acc, lr=schedule.lr, images_per_s=s[2] / state["epoch_seconds"],
+                       epoch_seconds=state["epoch_seconds"], elapsed_seconds=time.time() - started)
+            state["history"].append(row)
+            state.update(epoch=epoch + 1, batch=0, sums=[0.0, 0, 0], epoch_seconds=0.0)
+            _write_history(out, state["history"])
+            save_checkpoint(out / "checkpoint.npz", model, optimizer, checkpoint_meta())
+            if len(val_split) and val_acc > state["best_val_accuracy"]:
+                state["best_val_accuracy"] = val_acc
+                save_checkpoint(out / "best.npz", model, optimizer, checkpoint_meta())
+            plots.curves(state["history"], out / "curves.png", title=f"{config.model} ({out.name})")
+            log(f"epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.2f}% | "
+                f"val loss {val_loss:.4f} acc {val_acc:.2f}% | {row['images_per_s']:.0f} img/s, {row['epoch_seconds']:.0f} s")
+
+    if not len(val_split):  # no validation: the last model is the best we know
+        save_checkpoint(out / "best.npz", model, optimizer, checkpoint_meta())
+    test_loss, test_acc, _ = evaluate(model, data.test.images, data.test.labels, mean, std, config.eval_batch_size, config.tta, dtype)
+    history = state["history"]
+    summary = dict(
+        test_accuracy=test_acc, test_loss=test_loss, tta=config.tta,
+        best_val_accuracy=state["best_val_accuracy"] if len(val_split) else None,
+        final_train_accuracy=history[-1]["train_accuracy"], epochs=config.epochs,
+        train_seconds=sum(r["epoch_seconds"] for r in history), wall_seconds=time.time() - started,
+        images_per_s=float(np.median([r["images_per_s"] for r in history])), parameters=count_parameters(model),
+        data=data.source, backend=config.backend, config=dataclasses.asdict(config))
+    _write_json(out / "summary.json", summary)
+    log(f"test accuracy {test_acc:.2f}% (loss {test_loss:.4f}{', flip TTA' if config.tta else ''}); run folder {out}")
+    return summary
