@@ -1,4 +1,10 @@
 """minitorch_cifar: a from-scratch CNN framework on NumPy, Numba and CuPy."""
+import os
+
+# Numba's default OpenMP threads busy-wait between parallel loops and fight OpenBLAS's threads for the
+# cores (a conv layer measured 10x slower on 2 cores); see kernels/cpu/__init__.py. Set before numba loads.
+os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+
 from minitorch_cifar import backend, nn, optim
 from minitorch_cifar.backend import (get_backend, get_default_dtype, set_backend, set_default_dtype,
                                      to_numpy, use_backend)

@@ -45,6 +45,7 @@ def set_backend(name: str) -> None:
         xp, kernels = np, {}
     elif name == "numba":
         from minitorch_cifar.kernels import cpu
+        cpu.keep_freed_memory()
         xp, kernels = np, cpu.KERNELS
     else:
         xp = _import_cupy()

@@ -10,6 +10,14 @@ from numba import njit, prange
 OPTS = dict(parallel=True, cache=True, error_model="numpy", fastmath=False)
 
 
+@njit(inline="always")
+def _valid_range(j, stride, padding, OW, W):
+    """The output columns ow whose input column ow*stride + j - padding lies inside [0, W)."""
+    lo = max(0, (padding - j + stride - 1) // stride)
+    hi = min(OW, (W - 1 + padding - j) // stride + 1)
+    return lo, max(lo, hi)
+
+
 @njit(**OPTS)
 def _im2col(x, col, kh, kw, stride, padding, OH, OW):
     N, C, H, W = x.shape
@@ -17,37 +25,22 @@ def _im2col(x, col, kh, kw, stride, padding, OH, OW):
     for r in prange(C * kh * kw):  # each row is written by one thread only
         c, ij = r // (kh * kw), r % (kh * kw)
         i, j = ij // kw, ij % kw
+        lo, hi = _valid_range(j, stride, padding, OW, W)
+        shift = j - padding
         for n in range(N):
-            base = n * P
             for oh in range(OH):
+                base = n * P + oh * OW
                 h = oh * stride + i - padding
-                row_off = base + oh * OW
                 if h < 0 or h >= H:
                     for ow in range(OW):
-                        col[r, row_off + ow] = 0
+                        col[r, base + ow] = 0
                     continue
-                for ow in range(OW):
-                    w = ow * stride + j - padding
-                    col[r, row_off + ow] = x[n, c, h, w] if 0 <= w < W else 0
-
-
-@njit(**OPTS)
-def _col2im(col, dx, kh, kw, stride, padding, OH, OW):
-    N, C, H, W = dx.shape
-    P = OH * OW
-    for nc in prange(N * C):  # each (n, c) plane is summed into by one thread only: no races
-        n, c = nc // C, nc % C
-        for i in range(kh):
-            for j in range(kw):
-                r = (c * kh + i) * kw + j
-                for oh in range(OH):
-                    h = oh * stride + i - padding
-                    if h < 0 or h >= H:
-                        continue
-                    for ow in range(OW):
-                        w = ow * stride + j - padding
-                        if 0 <= w < W:
-                            dx[n, c, h, w] += col[r, n * P + oh * OW + ow]
+                for ow in range(lo):
+                    col[r, base + ow] = 0
+                for ow in range(lo, hi):  # branch-free: the compiler can vectorise it
+                    col[r, base + ow] = x[n, c, h, ow * stride + shift]
+                for ow in range(hi, OW):
+                    col[r, base + ow] = 0
 
 
 @njit(**OPTS)
@@ -83,8 +76,8 @@ def im2col(x, kh, kw, stride, padding):
 
 def col2im(col, x_shape, kh, kw, stride, padding):
     N, C, H, W = x_shape
-    dx = np.zeros(x_shape, dtype=col.dtype)
-    _col2im(np.ascontiguousarray(col), dx, kh, kw, stride, padding,
+    dx = np.empty(x_shape, dtype=col.dtype)
+    _zero_and_col2im(np.ascontiguousarray(col), dx, kh, kw, stride, padding,
             _out_size(H, kh, stride, padding), _out_size(W, kw, stride, padding))
     return dx
 
@@ -101,3 +94,96 @@ def nchw_to_gemm(dout):
     out = np.empty((F, dout.size // F), dtype=dout.dtype)
     _nchw_to_gemm(np.ascontiguousarray(dout).reshape(N, F, -1), out)
     return out
+
+
+# ----------------------------------------------------------------------------- the whole convolution
+# The reference (minitorch_cifar/nn/conv.py) builds one column matrix for the whole batch and keeps it
+# for backward: at batch 512 and 32x32 that is hundreds of MB written, faulted in and read back. Here the
+# batch goes through in chunks of a few images, whose column matrix stays a few MB (in cache, in a
+# workspace reused by every layer and step), and backward rebuilds the columns instead of storing them:
+# only x is kept.
+_WORKSPACE = {}
+CHUNK_BYTES = 16 << 20  # column-matrix bytes per chunk: measured best of 1-16 MB at batch 512 on 2 cores
+
+
+def _workspace(name, shape, dtype):
+    size = int(np.prod(shape))
+    buf = _WORKSPACE.get((name, np.dtype(dtype)))
+    if buf is None or buf.size < size:
+        buf = _WORKSPACE[(name, np.dtype(dtype))] = np.empty(size, dtype=dtype)
+    return buf[:size].reshape(shape)
+
+
+def _chunk(N, K, P, itemsize):
+    return int(max(1, min(N, CHUNK_BYTES // max(1, K * P * itemsize))))
+
+
+@njit(**OPTS)
+def _zero_and_col2im(col, dx, kh, kw, stride, padding, OH, OW):
+    N, C, H, W = dx.shape
+    P = OH * OW
+    for nc in prange(N * C):  # each (n, c) plane is summed into by one thread only: no races
+        n, c = nc // C, nc % C
+        for h in range(H):
+            for w in range(W):
+                dx[n, c, h, w] = 0
+        for i in range(kh):
+            for j in range(kw):
+                r = (c * kh + i) * kw + j
+                lo, hi = _valid_range(j, stride, padding, OW, W)
+                shift = j - padding
+                for oh in range(OH):
+                    h = oh * stride + i - padding
+                    if h < 0 or h >= H:
+                        continue
+                    base = n * P + oh * OW
+                    for ow in range(lo, hi):
+                        dx[n, c, h, ow * stride + shift] += col[r, base + ow]
+
+
+def conv2d_forward(x, weight, bias, stride, padding):
+    N, C, H, W = x.shape
+    F, _, kh, kw = weight.shape
+    OH, OW = _out_size(H, kh, stride, padding), _out_size(W, kw, stride, padding)
+    P, K = OH * OW, C * kh * kw
+    x = np.ascontiguousarray(x)
+    w2 = weight.reshape(F, K)
+    b = np.zeros(F, x.dtype) if bias is None else bias
+    out = np.empty((N, F, P), dtype=x.dtype)
+    nb = _chunk(N, K, P, x.itemsize)
+    for n0 in range(0, N, nb):
+        n1 = min(N, n0 + nb)
+        col = _workspace("col", (K, (n1 - n0) * P), x.dtype)
+        y = _workspace("y", (F, (n1 - n0) * P), x.dtype)
+        _im2col(x[n0:n1], col, kh, kw, stride, padding, OH, OW)
+        np.matmul(w2, col, out=y)
+        _gemm_to_nchw(y, b, out[n0:n1])
+    return out.reshape(N, F, OH, OW), x
+
+
+def conv2d_backward(dout, saved, weight, stride, padding, need_dx=True):
+    x = saved
+    N, C, H, W = x.shape
+    F, _, kh, kw = weight.shape
+    OH, OW = dout.shape[2:]
+    P, K = OH * OW, C * kh * kw
+    dout = np.ascontiguousarray(dout).reshape(N, F, P)
+    w2t = weight.reshape(F, K).T
+    dw = np.zeros((F, K), dtype=x.dtype)
+    dw_part = np.empty((F, K), dtype=x.dtype)
+    dx = np.empty_like(x) if need_dx else None
+    nb = _chunk(N, K, P, x.itemsize)
+    for n0 in range(0, N, nb):
+        n1 = min(N, n0 + nb)
+        cols = (n1 - n0) * P
+        col = _workspace("col", (K, cols), x.dtype)
+        g = _workspace("y", (F, cols), x.dtype)
+        _im2col(x[n0:n1], col, kh, kw, stride, padding, OH, OW)
+        _nchw_to_gemm(dout[n0:n1], g)
+        np.matmul(g, col.T, out=dw_part)
+        dw += dw_part
+        if need_dx:
+            dcol = _workspace("dcol", (K, cols), x.dtype)
+            np.matmul(w2t, g, out=dcol)
+            _zero_and_col2im(dcol, dx[n0:n1], kh, kw, stride, padding, OH, OW)
+    return dx, dw.reshape(weight.shape), dout.sum(axis=(0, 2))

@@ -87,11 +87,35 @@ def nchw_to_gemm(dout):
     return xp.ascontiguousarray(dout.reshape(N, F, -1).transpose(1, 0, 2)).reshape(F, -1)
 
 
+@kernel
+def conv2d_forward(x, weight, bias, stride, padding):
+    """The whole convolution: im2col, one GEMM, reorder (+ bias). Returns (output, what backward needs)."""
+    N = x.shape[0]
+    F, C, kh, kw = weight.shape
+    OH, OW = output_size(x.shape[2], kh, stride, padding), output_size(x.shape[3], kw, stride, padding)
+    col = im2col(x, kh, kw, stride, padding)
+    y = weight.reshape(F, -1) @ col
+    return gemm_to_nchw(y, bias, N).reshape(N, F, OH, OW), (col, x.shape)
+
+
+@kernel
+def conv2d_backward(dout, saved, weight, stride, padding, need_dx=True):
+    """Returns (dL/dx or None, dL/dweight, dL/dbias)."""
+    col, x_shape = saved
+    F, C, kh, kw = weight.shape
+    grad = nchw_to_gemm(dout)  # (F, N*OH*OW)
+    dweight = (grad @ col.T).reshape(weight.shape)
+    dx = col2im(weight.reshape(F, -1).T @ grad, x_shape, kh, kw, stride, padding) if need_dx else None
+    return dx, dweight, grad.sum(axis=1)
+
+
 class Conv2d(Module):
+    input_grad = True  # False on a network's first layer: nobody needs dL/d(image), so skip computing it
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         if min(in_channels, out_channels, kh, kw, stride) < 1 or padding < 0:
-            raise ValueError(f"Conv2d: channels, kernel size and stride must be >= 1 and padding >= 0")
+            raise ValueError("Conv2d: channels, kernel size and stride must be >= 1 and padding >= 0")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
         bound = 1 / math.sqrt(in_channels * kh * kw)  # torch's default (kaiming_uniform, a=sqrt(5))
@@ -105,24 +129,18 @@ class Conv2d(Module):
 
     def forward(self, x):
         self.check_input(x, 4, self.in_channels)
-        N, C, H, W = x.shape
+        H, W = x.shape[2:]
         kh, kw = self.kernel_size
-        OH, OW = output_size(H, kh, self.stride, self.padding), output_size(W, kw, self.stride, self.padding)
-        if OH < 1 or OW < 1:
+        if output_size(H, kh, self.stride, self.padding) < 1 or output_size(W, kw, self.stride, self.padding) < 1:
             raise ValueError(f"Conv2d({self.extra_repr()}): input {H}x{W} is smaller than the kernel")
-        col = im2col(x, kh, kw, self.stride, self.padding)
-        w2 = self.weight.data.reshape(self.out_channels, -1)
-        y = w2 @ col
-        out = gemm_to_nchw(y, None if self.bias is None else self.bias.data, N)
-        self._cache = (col, x.shape)
-        return out.reshape(N, self.out_channels, OH, OW)
+        out, self._cache = conv2d_forward(x, self.weight.data, None if self.bias is None else self.bias.data,
+                                          self.stride, self.padding)
+        return out
 
     def backward(self, dout):
-        col, x_shape = self.cached()
-        grad = nchw_to_gemm(dout)  # (F, N*OH*OW)
-        w2 = self.weight.data.reshape(self.out_channels, -1)
-        self.weight.grad += (grad @ col.T).reshape(self.weight.data.shape)
+        dx, dweight, dbias = conv2d_backward(dout, self.cached(), self.weight.data, self.stride, self.padding,
+                                             self.input_grad)
+        self.weight.grad += dweight
         if self.bias is not None:
-            self.bias.grad += grad.sum(axis=1)
-        dcol = w2.T @ grad
-        return col2im(dcol, x_shape, *self.kernel_size, self.stride, self.padding)
+            self.bias.grad += dbias
+        return dx

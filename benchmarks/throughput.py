@@ -1,0 +1,242 @@
+"""Training-step and inference throughput of minitorch (numpy and numba backends) beside PyTorch.
+
+Same architecture (torch's copy is built by minitorch_cifar.torch_mirror with the same weights),
+float32, the same number of threads for everyone, repetitions alternated between the frameworks inside
+one process, medians reported. Peak memory of a training step is measured separately, each framework in
+a fresh subprocess (growth of the peak RSS over the step, after a warm-up step).
+
+    python benchmarks/throughput.py                     # table + benchmarks/results/throughput.json
+    python benchmarks/throughput.py --profile fast      # share of time per layer type, forward/backward
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import minitorch_cifar as mc
+from minitorch_cifar import models, nn
+from minitorch_cifar.torch_mirror import to_torch
+
+HERE = Path(__file__).resolve().parent
+
+
+def make_models(arch, seed=0):
+    mc.set_default_dtype(np.float32)
+    mc.manual_seed(seed)
+    model = models.build_model(arch)
+    return model, to_torch(model)
+
+
+def mc_train_step(model, opt, loss_fn, x, y):
+    loss = loss_fn.forward(model.forward(x), y)
+    opt.zero_grad()
+    model.backward(loss_fn.backward())
+    opt.step()
+    return float(loss)
+
+
+def torch_train_step(torch, model, opt, x, y):
+    opt.zero_grad(set_to_none=False)
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def bench(arch, batch, backends, reps, threads):
+    import torch
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
+    y = rng.integers(0, 10, batch)
+    model, tmodel = make_models(arch)
+    opt = mc.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    topt = torch.optim.SGD([p for p in tmodel.parameters() if p.requires_grad], lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    loss_fn = nn.CrossEntropyLoss()
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+
+    runners = {}
+    for b in backends:
+        def train(b=b):
+            with mc.use_backend(b):
+                return mc_train_step(model, opt, loss_fn, x, y)
+
+        def infer(b=b):
+            with mc.use_backend(b):
+                model.eval()
+                model.forward(x)
+                model.train()
+        runners[f"minitorch-{b}"] = (train, infer)
+
+    def ttrain():
+        return torch_train_step(torch, tmodel, topt, xt, yt)
+
+    def tinfer():
+        tmodel.eval()
+        with torch.no_grad():
+            tmodel(xt)
+        tmodel.train()
+    runners["torch"] = (ttrain, tinfer)
+
+    times = {name: {"train": [], "infer": []} for name in runners}
+    for name, (tr, inf) in runners.items():  # warm-up: compile kernels, allocate pools
+        tr(), inf()
+    for rep in range(reps):
+        for name, (tr, inf) in runners.items():
+            if name == "minitorch-numpy" and rep >= max(2, reps // 3):
+                continue  # the reference is slow: a few repetitions are enough for its order of magnitude
+            for kind, fn in (("train", tr), ("infer", inf)):
+                t = time.perf_counter()
+                fn()
+                times[name][kind].append(time.perf_counter() - t)
+    result = {}
+    for name, t in times.items():
+        result[name] = {f"{k}_images_per_s": batch / statistics.median(v) for k, v in t.items()}
+    for name in result:
+        for k in ("train", "infer"):
+            result[name][f"{k}_ratio_vs_torch"] = result[name][f"{k}_images_per_s"] / result["torch"][f"{k}_images_per_s"]
+    return result
+
+
+def peak_memory_child(framework, arch, batch, threads):
+    """Run in a fresh process: the growth of peak RSS (MiB) over one training step after a warm-up step."""
+    import torch
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
+    y = rng.integers(0, 10, batch)
+    model, tmodel = make_models(arch)
+    if framework == "torch":
+        del model
+        opt = torch.optim.SGD([p for p in tmodel.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        step = lambda: torch_train_step(torch, tmodel, opt, xt, yt)  # noqa: E731
+    else:
+        del tmodel
+        mc.set_backend(framework.split("-")[1])
+        opt = mc.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        loss_fn = nn.CrossEntropyLoss()
+        step = lambda: mc_train_step(model, opt, loss_fn, x, y)  # noqa: E731
+        # the first step allocates momentum buffers; compile kernels on a tiny batch so they do not count
+        mc_train_step(model, opt, loss_fn, x[:2], y[:2])
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step()
+    step()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+
+
+def peak_memory(framework, arch, batch, threads):
+    out = subprocess.run([sys.executable, __file__, "--memory-child", framework, arch, str(batch), str(threads)],
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def profile(arch, batch, backend_name, reps=3):
+    """Share of a training step's time per layer type, forward and backward."""
+    model, _ = make_models(arch)
+    timings = {}
+
+    def wrap(m, kind):
+        fn = getattr(m, kind)
+        key = (type(m).__name__, kind)
+
+        def timed(*a, **k):
+            t = time.perf_counter()
+            r = fn(*a, **k)
+            timings[key] = timings.get(key, 0.0) + time.perf_counter() - t
+            return r
+        setattr(m, kind, timed)
+
+    for m in model.modules():
+        if not isinstance(m, (nn.Sequential, nn.Residual)):
+            wrap(m, "forward"), wrap(m, "backward")
+    opt = mc.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
+    y = rng.integers(0, 10, batch)
+    loss_fn = nn.CrossEntropyLoss()
+    with mc.use_backend(backend_name):
+        mc_train_step(model, opt, loss_fn, x, y)
+        timings.clear()
+        total = time.perf_counter()
+        opt_time = 0.0
+        for _ in range(reps):
+            loss = loss_fn.forward(model.forward(x), y)
+            opt.zero_grad()
+            model.backward(loss_fn.backward())
+            t = time.perf_counter()
+            opt.step()
+            opt_time += time.perf_counter() - t
+        total = time.perf_counter() - total
+    timings[("SGD", "step")] = opt_time
+    print(f"\n{arch}, batch {batch}, {backend_name}: {reps * batch / total:.0f} images/s (training step)")
+    print(f"{'layer':<18}{'pass':<10}{'share':>8}{'ms/step':>10}")
+    for (name, kind), t in sorted(timings.items(), key=lambda kv: -kv[1]):
+        print(f"{name:<18}{kind:<10}{100 * t / total:>7.1f}%{1000 * t / reps:>10.1f}")
+    print(f"{'(other)':<28}{100 * (1 - sum(timings.values()) / total):>7.1f}%")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--archs", default="simple,fast")
+    p.add_argument("--batches", default="128,512")
+    p.add_argument("--backends", default="numba,numpy")
+    p.add_argument("--reps", type=int, default=7)
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--profile", default=None, help="an architecture to profile instead of benchmarking")
+    p.add_argument("--profile-backend", default="numba")
+    p.add_argument("--out", default=str(HERE / "results" / "throughput.json"))
+    p.add_argument("--memory-child", nargs=4, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.memory_child:
+        framework, arch, batch, threads = args.memory_child
+        print(peak_memory_child(framework, arch, int(batch), int(threads)))
+        return
+    import numba
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(args.threads)
+    if args.profile:
+        for batch in map(int, args.batches.split(",")):
+            profile(args.profile, batch, args.profile_backend)
+        return
+    import torch
+    env = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    report = dict(machine=dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(), threads=args.threads,
+                               python=platform.python_version(), numpy=np.__version__, numba=numba.__version__,
+                               torch=torch.__version__, openblas_env=env),
+                  date=time.strftime("%Y-%m-%d %H:%M"), results=[])
+    print(f"threads {args.threads}; OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']} OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}")
+    header = f"{'arch':<7}{'batch':>6}  {'framework':<16}{'train img/s':>12}{'ratio':>7}{'infer img/s':>12}{'ratio':>7}{'peak MiB':>10}{'ratio':>7}"
+    print(header)
+    for arch in args.archs.split(","):
+        for batch in map(int, args.batches.split(",")):
+            r = bench(arch, batch, args.backends.split(","), args.reps, args.threads)
+            if not args.no_memory:
+                for name in r:
+                    r[name]["train_peak_mib"] = peak_memory(name, arch, batch, args.threads)
+                for name in r:
+                    r[name]["memory_ratio_vs_torch"] = r[name]["train_peak_mib"] / max(1e-9, r["torch"]["train_peak_mib"])
+            for name, v in r.items():
+                mem = f"{v['train_peak_mib']:>10.0f}{v['memory_ratio_vs_torch']:>7.2f}" if "train_peak_mib" in v else ""
+                print(f"{arch:<7}{batch:>6}  {name:<16}{v['train_images_per_s']:>12.0f}{v['train_ratio_vs_torch']:>7.2f}"
+                      f"{v['infer_images_per_s']:>12.0f}{v['infer_ratio_vs_torch']:>7.2f}{mem}")
+            report["results"].append(dict(arch=arch, batch=batch, frameworks=r))
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Every Numba kernel equals its NumPy reference, over drawn shapes, strides, paddings and dtypes."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import minitorch_cifar as mc
+from minitorch_cifar.kernels import cpu
+from minitorch_cifar.nn import activation, conv, norm, pool
+
+SETTINGS = settings(max_examples=25, deadline=None)
+
+
+@st.composite
+def geometry(draw):
+    k = draw(st.integers(1, 4))
+    s, p = draw(st.integers(1, 3)), draw(st.integers(0, 2))
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 4)),
+             draw(st.integers(max(1, k - 2 * p), 9)), draw(st.integers(max(1, k - 2 * p), 9)))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    return shape, k, s, p, dtype
+
+
+def _x(shape, dtype, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+@SETTINGS
+@given(geometry())
+def test_im2col_col2im(g):
+    shape, k, s, p, dtype = g
+    x = _x(shape, dtype)
+    col = cpu.conv.im2col(x, k, k, s, p)
+    np.testing.assert_array_equal(col, conv.im2col.reference(x, k, k, s, p))
+    np.testing.assert_allclose(cpu.conv.col2im(col, shape, k, k, s, p), conv.col2im.reference(col, shape, k, k, s, p), rtol=1e-5, atol=1e-5)
+
+
+@SETTINGS
+@given(geometry(), st.integers(1, 4), st.booleans(), st.sampled_from([1, 600, 1 << 24]))
+def test_chunked_convolution_equals_reference(g, f, bias, chunk_bytes):
+    """The fused kernel runs the batch in chunks (down to one image at a time) and rebuilds columns in backward."""
+    shape, k, s, p, dtype = g
+    x = _x(shape, dtype)
+    w = _x((f, shape[1], k, k), dtype, 1)
+    b = _x((f,), dtype, 2) if bias else None
+    old, cpu.conv.CHUNK_BYTES = cpu.conv.CHUNK_BYTES, chunk_bytes
+    try:
+        y, saved = cpu.conv.conv2d_forward(x, w, b, s, p)
+        dout = _x(y.shape, dtype, 3)
+        dx, dw, db = cpu.conv.conv2d_backward(dout, saved, w, s, p)
+    finally:
+        cpu.conv.CHUNK_BYTES = old
+    ry, rsaved = conv.conv2d_forward.reference(x, w, b, s, p)
+    rdx, rdw, rdb = conv.conv2d_backward.reference(dout, rsaved, w, s, p)
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    for ours, ref in ((y, ry), (dx, rdx), (dw, rdw), (db, rdb)):
+        np.testing.assert_allclose(ours, ref, rtol=tol, atol=tol * 10)
+
+
+@SETTINGS
+@given(geometry())
+def test_maxpool(g):
+    shape, k, s, p, dtype = g
+    p = min(p, k // 2)
+    x = _x(shape, dtype)
+    x[..., ::2, ::2] = x[..., :1, :1].copy()  # plant ties: the first maximum must win in both
+    out, arg = cpu.pool.maxpool_forward(x, k, k, s, p)
+    rout, rarg = pool.maxpool_forward.reference(x, k, k, s, p)
+    np.testing.assert_array_equal(out, rout)
+    np.testing.assert_array_equal(arg, rarg)
+    dout = _x(out.shape, dtype, 1)
+    np.testing.assert_allclose(cpu.pool.maxpool_backward(dout, arg, shape, k, k, s, p),
+                               pool.maxpool_backward.reference(dout, arg, shape, k, k, s, p), rtol=1e-6)
+
+
+@SETTINGS
+@given(st.integers(1, 5), st.integers(1, 4), st.integers(1, 20), st.sampled_from([np.float32, np.float64]))
+def test_batchnorm(n, c, l, dtype):
+    if n * l < 2:
+        n = 2
+    x = _x((n, c, l), dtype) * 3 + 5
+    w, b = _x((c,), dtype, 1), _x((c,), dtype, 2)
+    y, mean, var = cpu.norm.batchnorm_forward(x, w, b, 1e-5)
+    ry, rmean, rvar = norm.batchnorm_forward.reference(x, w, b, 1e-5)
+    tol = 1e-10 if dtype == np.float64 else 2e-4
+    for ours, ref in ((y, ry), (mean, rmean), (var, rvar)):
+        np.testing.assert_allclose(ours, ref, rtol=tol, atol=tol)
+    invstd = (1 / np.sqrt(var + 1e-5)).astype(dtype)
+    dy = _x(x.shape, dtype, 3)
+    for ours, ref in zip(cpu.norm.batchnorm_backward(dy, x, w, mean, invstd), norm.batchnorm_backward.reference(dy, x, w, mean, invstd)):
+        np.testing.assert_allclose(ours, ref, rtol=tol, atol=tol * 10)
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-14), (np.float32, 1e-6)])
+def test_activations_including_float32_erf(dtype, tol):
+    x = np.concatenate([np.linspace(-8, 8, 4001), _x((2000,), np.float64) * 3]).astype(dtype)
+    dout = _x(x.shape, dtype, 1)
+    np.testing.assert_allclose(cpu.activation.gelu_forward(x), activation.gelu_forward.reference(x.astype(np.float64)), atol=tol * 4)
+    np.testing.assert_allclose(cpu.activation.gelu_backward(dout, x), activation.gelu_backward.reference(dout.astype(np.float64), x.astype(np.float64)), atol=tol * 16)
+    y = cpu.activation.relu_forward(x)
+    np.testing.assert_array_equal(y, activation.relu_forward.reference(x))
+    np.testing.assert_array_equal(cpu.activation.relu_backward(dout, y), activation.relu_backward.reference(dout, y))
+
+
+def test_every_kernel_has_a_reference_of_the_same_name():
+    import minitorch_cifar.nn as nn_pkg  # noqa: F401 - registers every reference
+    references = {name for mod in (conv, pool, norm, activation) for name, f in vars(mod).items() if hasattr(f, "reference")}
+    assert set(cpu.KERNELS) <= references
