@@ -108,6 +108,14 @@ def bench(arch, batch, backends, reps, threads):
     return result
 
 
+def _peak_rss_mib():
+    """VmHWM of this process. (ru_maxrss would do, but Linux carries it over from the parent across exec.)"""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def peak_memory_child(framework, arch, batch, threads):
     """Run in a fresh process: the growth of peak RSS (MiB) over one training step after a warm-up step."""
     import torch
@@ -129,10 +137,10 @@ def peak_memory_child(framework, arch, batch, threads):
         step = lambda: mc_train_step(model, opt, loss_fn, x, y)  # noqa: E731
         # the first step allocates momentum buffers; compile kernels on a tiny batch so they do not count
         mc_train_step(model, opt, loss_fn, x[:2], y[:2])
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = _peak_rss_mib()
     step()
     step()
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+    return _peak_rss_mib() - base
 
 
 def peak_memory(framework, arch, batch, threads):

@@ -3,31 +3,13 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
 import minitorch_cifar as mc
 from minitorch_cifar.cli import main
-from minitorch_cifar.data import CLASSES
 from minitorch_cifar.train import TrainConfig, train
 
 FAST = ["--model", "simple", "--width", "0.25", "--batch-size", "25", "--lr", "0.05", "--val-size", "50",
         "--augment", "flip", "--backend", "numba", "--no-progress"]
-
-
-@pytest.fixture(scope="session")
-def tiny_folder(tmp_path_factory):
-    """30 train + 6 test PNGs per class; class k is a colour and a stripe position, with noise."""
-    root = tmp_path_factory.mktemp("tiny")
-    rng = np.random.default_rng(0)
-    colours = rng.integers(40, 216, (10, 3))
-    for split, n in (("train", 30), ("test", 6)):
-        for k, name in enumerate(CLASSES):
-            (root / split / name).mkdir(parents=True)
-            for i in range(n):
-                img = np.clip(colours[k] + rng.normal(0, 25, (32, 32, 3)), 0, 255)
-                img[3 * k:3 * k + 3, :] = 255 - img[3 * k:3 * k + 3, :]
-                Image.fromarray(img.astype(np.uint8)).save(root / split / name / f"{i}.png")
-    return root
 
 
 @pytest.fixture(autouse=True)

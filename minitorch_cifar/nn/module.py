@@ -159,11 +159,12 @@ class Module:
 
     # -------------------------------------------------------------- random state (dropout masks)
     def rng_states(self) -> dict:
-        return {n: m.rng.bit_generator.state for n, m in self._random_modules()}
+        """Generator states of every random layer (JSON-able; NumPy generators only)."""
+        return {n: m.rng.bit_generator.state for n, m in self._random_modules() if hasattr(m.rng, "bit_generator")}
 
     def set_rng_states(self, states: dict):
         for n, m in self._random_modules():
-            if n in states:
+            if n in states and hasattr(m.rng, "bit_generator"):
                 m.rng.bit_generator.state = states[n]
 
     def _random_modules(self, prefix=""):

@@ -151,6 +151,7 @@ class GlobalMaxPool2d(Module):
     def backward(self, dout):
         arg, shape = self.cached()
         xp = backend.array_module(dout)
-        dx = xp.zeros((shape[0], shape[1], shape[2] * shape[3]), dtype=dout.dtype)
-        xp.put_along_axis(dx, arg[:, :, None], dout[:, :, None], axis=2)
+        planes = shape[0] * shape[1]
+        dx = xp.zeros((planes, shape[2] * shape[3]), dtype=dout.dtype)
+        dx[xp.arange(planes), arg.reshape(-1)] = dout.reshape(-1)
         return dx.reshape(shape)

@@ -1,0 +1,145 @@
+"""Cross-validation against PyTorch: the same network, weights, batches, optimizer and schedule in both
+frameworks, step by step, and the two loss curves compared.
+
+The torch network is ``torch_mirror.to_torch(model)``: one explicit rule per layer type, weights copied
+through ``state_dict``. Batches are drawn and augmented once (numpy) and fed to both. Dropout is off
+(a mask drawn by one framework's generator cannot be drawn by the other's). The SGD update (Nesterov
+momentum, weight decay on conv/linear weights only) and the warmup-linear schedule are the same
+formulas in both; torch's lr is set from the same schedule function at every step.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from minitorch_cifar import backend, nn, optim
+from minitorch_cifar.data import Augment, channel_stats, load_cifar10, normalize
+from minitorch_cifar.models import build_model, init_whitening
+from minitorch_cifar.torch_mirror import to_torch
+
+
+def run(model_name="simple", steps=30, dtype="float64", data=None, batch_size=64, seed=0, out="runs/crossval",
+        lr=0.02, epochs=0, train_subset=0, momentum=0.9, weight_decay=5e-4, label_smoothing=0.1,
+        backend_name="numba", log=print):
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    backend.set_backend(backend_name)
+    np_dtype = np.dtype(dtype)
+    backend.set_default_dtype(np_dtype)
+    torch_dtype = torch.float64 if np_dtype == np.float64 else torch.float32
+    if data is None or isinstance(data, (str, Path)):
+        data = load_cifar10(data)
+    images, labels = data.train.images, data.train.labels
+    if train_subset:
+        keep = np.random.default_rng(seed).permutation(len(labels))[:train_subset]
+        images, labels = images[keep], labels[keep]
+    mean, std = channel_stats(images)
+    steps_per_epoch = len(labels) // batch_size
+    if epochs:
+        steps = epochs * steps_per_epoch
+    if steps < 1 or steps_per_epoch < 1:
+        raise ValueError(f"crossval needs at least one full batch: {len(labels)} images, batch size {batch_size}")
+
+    nn.module.manual_seed(seed)
+    model = build_model(model_name, dropout=0.0)
+    if model_name == "fast":
+        init_whitening(model[0], normalize(images[:5000], mean, std, np.float64))
+    mirror = to_torch(model)
+
+    # the same SGD in both: weight decay on conv/linear weights only, frozen parameters left out
+    theirs = dict(mirror.named_parameters())
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [n for n, p in named if p.data.ndim > 1]
+    other = [n for n, p in named if p.data.ndim <= 1]
+    params = dict(model.named_parameters())
+    opt = optim.SGD([{"params": [params[n] for n in decay]}, {"params": [params[n] for n in other], "weight_decay": 0.0}],
+                    lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
+    topt = torch.optim.SGD([{"params": [theirs[n] for n in decay]}, {"params": [theirs[n] for n in other], "weight_decay": 0.0}],
+                           lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
+    factor = optim.warmup_linear(steps, warmup=0.2)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing)
+    augment = Augment("crop,flip", padding=2)
+
+    losses_mc, losses_torch = [], []
+    t_mc = t_torch = 0.0
+    started = time.time()
+    for step in range(steps):
+        epoch, b = divmod(step, steps_per_epoch)
+        order = np.random.default_rng([seed, epoch]).permutation(len(labels))
+        idx = order[b * batch_size:(b + 1) * batch_size]
+        batch = augment(images[idx], np.random.default_rng([seed, epoch, b]))
+        x = normalize(batch, mean, std, np_dtype)
+        y = labels[idx]
+
+        opt.set_lr_factor(factor(step))
+        for g in topt.param_groups:
+            g["lr"] = lr * factor(step)
+
+        t = time.perf_counter()
+        loss = loss_fn.forward(model.forward(backend.asarray(x)), backend.asarray(y))
+        opt.zero_grad()
+        model.backward(loss_fn.backward())
+        opt.step()
+        t_mc += time.perf_counter() - t
+        losses_mc.append(float(loss))
+
+        t = time.perf_counter()
+        topt.zero_grad()
+        tloss = torch.nn.functional.cross_entropy(mirror(torch.from_numpy(x).to(torch_dtype)), torch.from_numpy(y),
+                                                  label_smoothing=label_smoothing)
+        tloss.backward()
+        topt.step()
+        t_torch += time.perf_counter() - t
+        losses_torch.append(tloss.item())
+        if log and (step % max(1, steps // 10) == 0 or step == steps - 1):
+            log(f"step {step + 1}/{steps}: loss minitorch {losses_mc[-1]:.6f} torch {losses_torch[-1]:.6f} "
+                f"|diff| {abs(losses_mc[-1] - losses_torch[-1]):.2e}")
+
+    ours_state, their_state = model.state_dict(), {k: v.detach().numpy() for k, v in mirror.state_dict().items()}
+    param_diff = max(float(np.abs(ours_state[k].astype(np.float64) - their_state[k].astype(np.float64)).max())
+                     for k in ours_state if ours_state[k].dtype.kind == "f")
+
+    from minitorch_cifar.train import evaluate
+    _, acc_mc, _ = evaluate(model, data.test.images, data.test.labels, mean, std, dtype=np_dtype)
+    mirror.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(data.test.labels), 500):
+            xt = torch.from_numpy(normalize(data.test.images[i:i + 500], mean, std, np_dtype))
+            correct += int((mirror(xt).argmax(1).numpy() == data.test.labels[i:i + 500]).sum())
+    acc_torch = 100.0 * correct / max(1, len(data.test.labels))
+
+    diffs = np.abs(np.array(losses_mc) - np.array(losses_torch))
+    result = dict(
+        model=model_name, dtype=dtype, steps=steps, batch_size=batch_size, seed=seed, lr=lr, momentum=momentum,
+        weight_decay=weight_decay, label_smoothing=label_smoothing, schedule="warmup_linear(0.2)", augment="crop(2, reflect),flip",
+        data=getattr(data, "source", ""), train_images=int(len(labels)), backend=backend_name,
+        losses_minitorch=losses_mc, losses_torch=losses_torch, max_abs_loss_diff=float(diffs.max()),
+        max_abs_param_diff=param_diff, test_accuracy_minitorch=acc_mc, test_accuracy_torch=acc_torch,
+        seconds_minitorch=t_mc, seconds_torch=t_torch, wall_seconds=time.time() - started)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "crossval.json").write_text(json.dumps(result, indent=2))
+    _plot(result, out / "crossval.png")
+    return result
+
+
+def _plot(result, path):
+    from minitorch_cifar.plots import plt, _save
+    steps = np.arange(1, len(result["losses_minitorch"]) + 1)
+    fig, (ax, ax_diff) = plt.subplots(1, 2, figsize=(10, 4))
+    ax.plot(steps, result["losses_torch"], "-", lw=3, alpha=0.5, label="PyTorch")
+    ax.plot(steps, result["losses_minitorch"], "--", lw=1, label="minitorch")
+    ax.set(xlabel="step", ylabel="training loss", title=f"{result['model']}, {result['dtype']}: same weights, batches, SGD")
+    ax.legend()
+    diff = np.abs(np.array(result["losses_minitorch"]) - np.array(result["losses_torch"]))
+    ax_diff.semilogy(steps, np.maximum(diff, 1e-20))
+    ax_diff.set(xlabel="step", ylabel="|loss difference|", title=f"max {diff.max():.2e}")
+    for a in (ax, ax_diff):
+        a.grid(alpha=0.3)
+    return _save(fig, path)

@@ -1,0 +1,40 @@
+"""The learner's examples run on tiny data in seconds, so they cannot rot."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from minitorch_cifar.cli import main
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def run(script, *args, cwd, env_root):
+    env = {**__import__("os").environ, "MINITORCH_CIFAR_DATA": str(env_root), "MPLBACKEND": "Agg"}
+    result = subprocess.run([sys.executable, str(EXAMPLES / script), *map(str, args)], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_01_layer_by_layer(tmp_path):
+    out = run("01_layer_by_layer.py", cwd=tmp_path, env_root=tmp_path)
+    assert "im2col" in out and "Gradient checks" in out
+    assert "loss before" in out and "after one step" in out
+    errors = [float(tok.rstrip(",")) for line in out.splitlines() if line.strip().startswith(("Conv2d ", "BatchNorm2d "))
+              for tok in line.split()[2::2]]
+    assert errors and max(errors) < 1e-6  # computed live, and small
+
+
+def test_02_train_and_03_what_did_it_learn(tiny_folder, tmp_path, monkeypatch):
+    out = run("02_train_cifar10.py", "--data", tiny_folder, "--epochs", "2", "--batch-size", "25", cwd=tmp_path, env_root=tmp_path / "cache")
+    assert "test accuracy" in out and (tmp_path / "example_model.npz").is_file()
+    monkeypatch.setenv("MINITORCH_CIFAR_DATA", str(tmp_path / "cache"))
+    assert main(["train", "--data", str(tiny_folder), "--epochs", "1", "--width", "0.25", "--batch-size", "25",
+                 "--val-size", "50", "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    out = run("03_what_did_it_learn.py", tmp_path / "run" / "best.npz", "--data", tiny_folder, "--out", tmp_path / "pics",
+              cwd=tmp_path, env_root=tmp_path / "cache")
+    for name in ("filters.png", "feature_maps.png", "confusion.png", "confidently_wrong.png"):
+        assert (tmp_path / "pics" / name).stat().st_size > 2000, name
+    assert "test accuracy" in out
