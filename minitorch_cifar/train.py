@@ -57,6 +57,8 @@ class TrainConfig:
     tta: bool = False  # test-time augmentation: average the logits of each image and its mirror
     eval_batch_size: int = 500
     train_subset: int = 0  # > 0: train on only this many images (quick experiments and tests)
+    distributed: bool = False  # data-parallel over MPI ranks (launch with mpiexec -n K)
+    sync_bn: bool = False  # with distributed: batch-norm statistics over all ranks
     out: str = "runs/latest"
 
     def validate(self):
@@ -199,16 +201,32 @@ class _StopFlag:
 
 
 # ----------------------------------------------------------------------------- the loop
-def train(config: TrainConfig, data=None, progress=True, resume=False, on_step=None, log=print):
+def train(config: TrainConfig, data=None, progress=True, resume=False, on_step=None, log=print, comm=None):
     """Train as ``config`` says; returns the summary dict (also written to ``out/summary.json``).
 
     ``on_step(epoch, batch)`` is called after every completed step; returning True stops the run there
-    as Ctrl-C would (a checkpoint that ``resume=True`` continues from).
+    as Ctrl-C would (a checkpoint that ``resume=True`` continues from). With ``config.distributed``, every
+    MPI rank calls this; an exception on any of them aborts them all.
     """
+    config.validate()
+    if config.distributed and comm is None:
+        from minitorch_cifar.distributed import Communicator
+        comm = Communicator()
+    if comm is None:
+        return _train(config, data, progress, resume, on_step, log, None)
+    if not comm.is_root:
+        progress, log = False, (lambda *a, **k: None)
+    try:
+        return _train(config, data, progress, resume, on_step, log, comm)
+    except BaseException as e:  # noqa: BLE001 - one rank failing must not leave the others waiting forever
+        comm.abort(f"{type(e).__name__}: {e}")
+
+
+def _train(config, data, progress, resume, on_step, log, comm):
     from tqdm import tqdm
     from minitorch_cifar import plots
 
-    config.validate()
+    root = comm is None or comm.is_root
     backend.set_backend(config.backend)
     dtype = np.dtype(config.dtype)
     backend.set_default_dtype(dtype)
@@ -230,10 +248,16 @@ def train(config: TrainConfig, data=None, progress=True, resume=False, on_step=N
             m.rng = backend.random_generator(m.seed)
     if config.model == "fast":
         init_whitening(model[0], normalize(train_split.images[:5000], mean, std, np.float64))
+    if comm is not None:
+        comm.broadcast_model(model)
+        if config.sync_bn:
+            from minitorch_cifar.distributed import enable_sync_bn
+            enable_sync_bn(model, comm)
     optimizer = optim.SGD(_param_groups(model, config), lr=config.lr, momentum=config.momentum,
                           nesterov=config.nesterov, weight_decay=config.weight_decay)
     loader = BatchLoader(train_split.images, train_split.labels, config.batch_size, mean, std, seed=config.seed,
-                         augment=Augment(config.augment, config.padding, config.pad_mode, config.cutout_size), dtype=dtype)
+                         augment=Augment(config.augment, config.padding, config.pad_mode, config.cutout_size), dtype=dtype,
+                         shard=comm.shard(config.batch_size) if comm else None)
     steps = len(loader)
     if steps == 0:
         raise ValueError(f"--batch-size {config.batch_size} is larger than the {len(train_split)} training images")
@@ -254,7 +278,8 @@ def train(config: TrainConfig, data=None, progress=True, resume=False, on_step=N
         optimizer.set_lr_factor(schedule.factor(schedule.position))
         state.update({k: meta[k] for k in state})
         log(f"resuming {out} at epoch {state['epoch'] + 1}, step {state['batch']}")
-    _write_json(out / "config.json", dataclasses.asdict(config))
+    if root:
+        _write_json(out / "config.json", dataclasses.asdict(config))
 
     def checkpoint_meta():
         return dict(state, config=dataclasses.asdict(config), schedule_position=schedule.position,
@@ -273,7 +298,7 @@ def train(config: TrainConfig, data=None, progress=True, resume=False, on_step=N
             for b, (x, y) in enumerate(loader.batches(start=state["batch"]), start=state["batch"]):
                 logits = model.forward(x)
                 loss = loss_fn.forward(logits, y)
-                value = float(loss)
+                value = float(loss) if comm is None else float(comm.sum([float(loss)])[0]) / comm.size
                 if not math.isfinite(value):
                     bar.close()
                     raise TrainingDiverged(
@@ -281,25 +306,36 @@ def train(config: TrainConfig, data=None, progress=True, resume=False, on_step=N
                         f"checkpoint is {out / 'checkpoint.npz'} (epoch {state['epoch']}). Try a lower --lr.")
                 optimizer.zero_grad()
                 model.backward(loss_fn.backward())
+                if comm is not None:
+                    comm.average_gradients(model.parameters())
                 optimizer.step()
                 schedule.step()
                 s = state["sums"]
-                s[0] += value * len(y)
+                s[0] += value * len(y) * (1 if comm is None else comm.size)
                 s[1] += int((logits.argmax(axis=1) == y).sum())
-                s[2] += len(y)
+                s[2] += len(y) * (1 if comm is None else comm.size)
                 state["batch"] = b + 1
                 bar.update(1)
                 if b % 10 == 0:
                     bar.set_postfix(loss=f"{s[0] / s[2]:.3f}", acc=f"{100 * s[1] / s[2]:.1f}%", lr=f"{schedule.lr:.3g}")
-                if (on_step and on_step(epoch, b)) or stop.requested:
+                wants_stop = bool(on_step and on_step(epoch, b)) or stop.requested
+                if comm is not None:
+                    wants_stop = comm.sum([wants_stop])[0] > 0  # all ranks stop at the same step
+                if wants_stop:
                     stopped = True
                     break
             bar.close()
             state["epoch_seconds"] = time.time() - t0
             if stopped:
-                save_checkpoint(out / "checkpoint.npz", model, optimizer, checkpoint_meta())
+                if root:
+                    save_checkpoint(out / "checkpoint.npz", model, optimizer, checkpoint_meta())
                 log(f"stopped at epoch {epoch + 1}, step {state['batch']}: saved {out / 'checkpoint.npz'}; continue with --resume")
                 return None
+            if comm is not None:
+                state["sums"][1] = int(comm.sum([state["sums"][1]])[0])  # correct answers of all ranks
+            if not root:  # rank 0 alone evaluates and writes; the others go on to the next epoch
+                state.update(epoch=epoch + 1, batch=0, sums=[0.0, 0, 0], epoch_seconds=0.0)
+                continue
             val_loss, val_acc, _ = evaluate(model, val_split.images, val_split.labels, mean, std, config.eval_batch_size, dtype=dtype)
             s = state["sums"]
             row = dict(epoch=epoch + 1, train_loss=s[0] / s[2], train_accuracy=100 * s[1] / s[2], val_loss=val_loss,
@@ -316,6 +352,8 @@ def train(config: TrainConfig, data=None, progress=True, resume=False, on_step=N
             log(f"epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.2f}% | "
                 f"val loss {val_loss:.4f} acc {val_acc:.2f}% | {row['images_per_s']:.0f} img/s, {row['epoch_seconds']:.0f} s")
 
+    if not root:
+        return None
     if not len(val_split):  # no validation: the last model is the best we know
         save_checkpoint(out / "best.npz", model, optimizer, checkpoint_meta())
     test_loss, test_acc, _ = evaluate(model, data.test.images, data.test.labels, mean, std, config.eval_batch_size, config.tta, dtype)

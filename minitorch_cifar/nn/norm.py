@@ -49,6 +49,7 @@ def batchnorm_backward(dy, x, weight, mean, invstd):
 
 class _BatchNorm(Module):
     buffer_names = ("running_mean", "running_var", "num_batches_tracked")
+    sync = None  # a distributed.Communicator: statistics over all ranks (--sync-bn)
     input_ndim = 4
     input_desc = "(N, C, H, W)"
 
@@ -72,26 +73,33 @@ class _BatchNorm(Module):
         xp = backend.array_module(x)
         if self.training:
             M = x3.shape[0] * x3.shape[2]
-            if M < 2:
+            if self.sync is not None:
+                from minitorch_cifar.distributed import sync_batchnorm_forward
+                y, mean, var, M = sync_batchnorm_forward(self.sync, x3, self.weight.data, self.bias.data, self.eps)
+            elif M < 2:
                 raise ValueError(f"{type(self).__name__}: training needs more than 1 value per channel, got shape {tuple(shape)}")
-            y, mean, var = batchnorm_forward(x3, self.weight.data, self.bias.data, self.eps)
+            else:
+                y, mean, var = batchnorm_forward(x3, self.weight.data, self.bias.data, self.eps)
             m = self.momentum
             self.running_mean = (1 - m) * self.running_mean + m * mean.astype(self.running_mean.dtype)
             self.running_var = (1 - m) * self.running_var + m * (var * (M / (M - 1))).astype(self.running_var.dtype)
             self.num_batches_tracked = self.num_batches_tracked + 1
             invstd = 1 / xp.sqrt(var + self.eps)
-            self._cache = ("train", x3, mean, invstd, shape)
+            self._cache = ("train", x3, mean, invstd, shape, M)
         else:
             mean, invstd = self.running_mean.astype(x.dtype), 1 / xp.sqrt(self.running_var.astype(x.dtype) + self.eps)
             scale = self.weight.data * invstd
             y = x3 * scale[None, :, None] + (self.bias.data - mean * scale)[None, :, None]
-            self._cache = ("eval", x3, mean, invstd, shape)
+            self._cache = ("eval", x3, mean, invstd, shape, None)
         return y.reshape(shape)
 
     def backward(self, dout):
-        mode, x3, mean, invstd, shape = self.cached()
+        mode, x3, mean, invstd, shape, M = self.cached()
         dy = dout.reshape(x3.shape)
-        if mode == "train":
+        if mode == "train" and self.sync is not None:
+            from minitorch_cifar.distributed import sync_batchnorm_backward
+            dx, dweight, dbias = sync_batchnorm_backward(self.sync, dy, x3, self.weight.data, mean, invstd, M)
+        elif mode == "train":
             dx, dweight, dbias = batchnorm_backward(dy, x3, self.weight.data, mean, invstd)
         else:  # running statistics are constants: y is an affine function of x
             xhat = (x3 - mean[None, :, None]) * invstd[None, :, None]

@@ -1,0 +1,51 @@
+"""Data-parallel training over MPI, run as real 2-rank jobs under mpiexec."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("mpi4py", reason="MPI tests need the [mpi] extra (mpi4py and the mpich wheel)")
+MPIEXEC = shutil.which("mpiexec")
+pytestmark = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec on PATH (the mpich wheel ships one)")
+JOB = Path(__file__).with_name("mpi_job.py")
+
+
+def mpirun(*args, timeout=300, env=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([MPIEXEC, "-n", "2", *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_two_ranks_equal_one_process_and_stay_identical(tmp_path):
+    out = tmp_path / "report.json"
+    result = mpirun(sys.executable, str(JOB), "equal", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    for case in ("no_bn", "sync_bn"):
+        assert report[case]["max_diff_vs_single_process"] < 1e-12, report
+        assert report[case]["identical_on_all_ranks"], report
+
+
+def test_a_failing_rank_ends_the_whole_job(tmp_path):
+    t = time.perf_counter()
+    result = mpirun(sys.executable, str(JOB), "raise", str(tmp_path / "run"), timeout=120)
+    elapsed = time.perf_counter() - t
+    assert result.returncode != 0
+    assert "rank 1 fails on purpose" in result.stderr and "aborting all ranks" in result.stderr
+    assert elapsed < 60
+
+
+def test_distributed_cli_run(tiny_folder, tmp_path):
+    out = tmp_path / "run"
+    cli = [sys.executable, "-m", "minitorch_cifar", "train", "--data", str(tiny_folder), "--epochs", "2", "--model", "simple",
+           "--width", "0.25", "--batch-size", "50", "--val-size", "50", "--distributed", "--out", str(out), "--no-progress"]
+    result = mpirun(*cli, env={"MINITORCH_CIFAR_DATA": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == 2 and history[-1]["train_accuracy"] > 10
+    assert (out / "summary.json").is_file() and (out / "best.npz").is_file()
+    assert result.stdout.count("epoch 1/2") == 1  # only rank 0 logs
