@@ -102,7 +102,19 @@ def warmup_linear(total_steps, warmup=0.2):
     return factor
 
 
-SCHEDULES = {"constant": constant, "step": step_decay, "cosine": cosine, "onecycle": warmup_linear,
+def airbench(total_steps, warmup=0.23, start=0.2, end=0.07):
+    """Linear from ``start`` up to 1 over the first ``warmup`` of the run, then linearly down to ``end``
+    (the shape of airbench94's schedule)."""
+    warm = max(1, int(warmup * total_steps))
+
+    def factor(step):
+        if step < warm:
+            return start + (1 - start) * step / warm
+        return 1 + (end - 1) * min(1.0, (step - warm) / max(1, total_steps - warm))
+    return factor
+
+
+SCHEDULES = {"airbench": airbench, "constant": constant, "step": step_decay, "cosine": cosine, "onecycle": warmup_linear,
              "warmup_linear": warmup_linear}
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from minitorch_cifar import backend, nn, optim
 from minitorch_cifar.data import Augment, BatchLoader, channel_stats, load_cifar10, normalize, train_val_split
 from minitorch_cifar.data.cifar import atomic_save_npz
-from minitorch_cifar.models import build_model, count_parameters, init_whitening
+from minitorch_cifar.models import build_model, count_parameters, dirac_init, init_whitening
 
 
 @dataclass
@@ -37,8 +37,8 @@ class TrainConfig:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
-    no_decay_bias_bn: bool = True  # no weight decay on biases and batch-norm parameters
-    bias_lr_scale: float = 1.0  # lr multiplier for biases and batch-norm parameters
+    decay_bias_bn: bool = False  # weight decay on biases and batch-norm parameters too
+    bias_lr_scale: float = 1.0  # lr multiplier for batch-norm parameters
     schedule: str = "onecycle"
     warmup: float = 0.2
     label_smoothing: float = 0.0
@@ -54,7 +54,9 @@ class TrainConfig:
     seed: int = 0
     backend: str = "numba"
     dtype: str = "float32"
-    tta: bool = False  # test-time augmentation: average the logits of each image and its mirror
+    tta: int = 0  # test-time augmentation: 1 = average with the mirror image, 2 = also 1-pixel shifts
+    dirac_init: bool = False  # start 3x3 convs as partly the identity (models.dirac_init)
+    lookahead: bool = False  # airbench's lookahead: every 5 steps pull the weights toward an EMA
     eval_batch_size: int = 500
     train_subset: int = 0  # > 0: train on only this many images (quick experiments and tests)
     distributed: bool = False  # data-parallel over MPI ranks (launch with mpiexec -n K)
@@ -75,6 +77,7 @@ class TrainConfig:
             (self.dtype in ("float32", "float64"), f"--dtype must be float32 or float64, got {self.dtype}"),
             (0 <= self.warmup < 1, f"--warmup must be in [0, 1), got {self.warmup}"),
             (not (self.nesterov and self.momentum == 0), "--nesterov needs --momentum > 0"),
+            (self.tta in (0, 1, 2), f"--tta must be 0, 1 or 2, got {self.tta}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -90,21 +93,31 @@ class TrainingDiverged(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- evaluation
-def predict(model, images, mean, std, batch_size=500, tta=False, dtype=np.float32):
-    """Logits (on the host) for uint8 images; with tta, the mean of the logits of each image and its mirror."""
+def predict(model, images, mean, std, batch_size=500, tta=0, dtype=np.float32):
+    """Logits (on the host) for uint8 images. tta 1: the mean over each image and its mirror; tta 2: half
+    that, and a quarter each for the image shifted by one pixel up-left and down-right (both mirrored too)."""
     model.eval()
+    xp = backend.xp()
+
+    def mirrored(x):
+        logits = model.forward(x)
+        return logits if tta == 0 else 0.5 * (logits + model.forward(xp.ascontiguousarray(x[..., ::-1])))
+
     out = []
     for i in range(0, len(images), batch_size):
         x = backend.asarray(normalize(images[i:i + batch_size], mean, std, dtype))
-        logits = model.forward(x)
-        if tta:
-            logits = 0.5 * (logits + model.forward(x[..., ::-1].copy()))
+        logits = mirrored(x)
+        if tta >= 2:
+            padded = xp.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")
+            H, W = x.shape[2:]
+            shifted = mirrored(xp.ascontiguousarray(padded[:, :, :H, :W])) + mirrored(xp.ascontiguousarray(padded[:, :, 2:, 2:]))
+            logits = 0.5 * logits + 0.25 * shifted
         out.append(backend.to_numpy(logits))
     model.train()
     return np.concatenate(out) if out else np.zeros((0, 10))
 
 
-def evaluate(model, images, labels, mean, std, batch_size=500, tta=False, dtype=np.float32):
+def evaluate(model, images, labels, mean, std, batch_size=500, tta=0, dtype=np.float32):
     """(mean loss, accuracy in percent, predicted labels) over a whole split."""
     if len(labels) == 0:
         return float("nan"), float("nan"), np.zeros(0, np.int64)
@@ -115,8 +128,9 @@ def evaluate(model, images, labels, mean, std, batch_size=500, tta=False, dtype=
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def save_checkpoint(path, model, optimizer, meta: dict):
+def save_checkpoint(path, model, optimizer, meta: dict, extra=None):
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
+    arrays.update(extra or {})
     for g, velocities in enumerate(optimizer.state_dict()["velocity"]):
         for i, v in enumerate(velocities):
             if v is not None:
@@ -135,6 +149,7 @@ def load_checkpoint(path):
             meta = json.loads(str(z["meta"]))
             state = {k[len("model/"):]: z[k] for k in z.files if k.startswith("model/")}
             velocity = {tuple(int(p) for p in k.split("/")[1:]): z[k] for k in z.files if k.startswith("velocity/")}
+            meta["_ema"] = [z[f"ema/{i}"] for i in range(sum(k.startswith("ema/") for k in z.files))]
     except (OSError, ValueError, KeyError) as e:
         raise ValueError(f"{path}: not a readable minitorch-cifar checkpoint ({e})") from None
     return state, velocity, meta
@@ -170,12 +185,48 @@ def _write_history(out: Path, history: list):
 
 
 def _param_groups(model, config):
-    decay, other = [], []
-    for p in model.parameters():
-        (decay if p.data.ndim > 1 else other).append(p)  # weights of convs and linears vs biases and BN
-    return [{"params": decay},
-            {"params": other, "lr": config.lr * config.bias_lr_scale,
-             "weight_decay": 0.0 if config.no_decay_bias_bn else config.weight_decay}]
+    """Three groups: conv/linear weights (decayed); their biases; batch-norm parameters (lr x bias_lr_scale).
+    Without --decay-bias-bn (the default) the last two are not decayed; with it, BN parameters get
+    weight_decay / bias_lr_scale, so lr * weight_decay, the shrink per step, is the same for every
+    parameter (as airbench does)."""
+    bn = {id(p) for m in model.modules() if isinstance(m, nn.norm._BatchNorm) for p in m.parameters()}
+    params = model.parameters()
+    weights = [p for p in params if id(p) not in bn and p.data.ndim > 1]
+    biases = [p for p in params if id(p) not in bn and p.data.ndim <= 1]
+    norms = [p for p in params if id(p) in bn]
+    off = not config.decay_bias_bn
+    return [{"params": weights},
+            {"params": biases, "weight_decay": 0.0 if off else config.weight_decay},
+            {"params": norms, "lr": config.lr * config.bias_lr_scale,
+             "weight_decay": 0.0 if off else config.weight_decay / config.bias_lr_scale}]
+
+
+class Lookahead:
+    """airbench's lookahead: every ``every`` steps the EMA moves toward the weights (decay growing as
+    0.95^5 * (t/T)^3) and the weights jump back to the EMA; at the end the weights are the EMA."""
+
+    def __init__(self, model, total_steps, every=5):
+        self.model, self.total, self.every = model, total_steps, every
+        self.ema = [a.copy() for a in self._arrays()]
+
+    def _arrays(self):
+        arrays = [p.data for p in self.model.parameters()]
+        for m in self.model.modules():
+            arrays += [getattr(m, n) for n in m.buffer_names if getattr(m, n).dtype.kind == "f"]
+        return arrays
+
+    def _update(self, decay):
+        current = self._arrays()
+        for ema, a in zip(self.ema, current):  # current arrays: BN replaces its buffers every step
+            ema += (1 - decay) * (a - ema)
+            a[...] = ema
+
+    def step(self, step):
+        if step % self.every == 0:
+            self._update(0.95 ** 5 * (step / self.total) ** 3)
+
+    def finish(self):
+        self._update(1.0)
 
 
 class _StopFlag:
@@ -246,6 +297,8 @@ def _train(config, data, progress, resume, on_step, log, comm):
         if isinstance(m, nn.Dropout):
             m.seed = [config.seed, i]
             m.rng = backend.random_generator(m.seed)
+    if config.dirac_init:
+        dirac_init(model)
     if config.model == "fast":
         init_whitening(model[0], normalize(train_split.images[:5000], mean, std, np.float64))
     if comm is not None:
@@ -261,8 +314,9 @@ def _train(config, data, progress, resume, on_step, log, comm):
     steps = len(loader)
     if steps == 0:
         raise ValueError(f"--batch-size {config.batch_size} is larger than the {len(train_split)} training images")
-    kwargs = {"warmup": config.warmup} if config.schedule in ("cosine", "onecycle", "warmup_linear") else {}
+    kwargs = {"warmup": config.warmup} if config.schedule in ("cosine", "onecycle", "warmup_linear", "airbench") else {}
     schedule = optim.Schedule(optimizer, config.schedule, config.epochs * steps, **kwargs)
+    lookahead = Lookahead(model, config.epochs * steps) if config.lookahead else None
     loss_fn = nn.CrossEntropyLoss(config.label_smoothing)
 
     state = dict(epoch=0, batch=0, history=[], best_val_accuracy=-1.0, sums=[0.0, 0, 0], epoch_seconds=0.0)
@@ -274,12 +328,17 @@ def _train(config, data, progress, resume, on_step, log, comm):
         for (g, i), v in velocity.items():
             optimizer.velocity[g][i] = backend.asarray(v)
         model.set_rng_states(meta["rng_states"])
+        if lookahead is not None:
+            lookahead.ema = [backend.asarray(a) for a in meta["_ema"]]
         schedule.position = meta["schedule_position"]
         optimizer.set_lr_factor(schedule.factor(schedule.position))
         state.update({k: meta[k] for k in state})
         log(f"resuming {out} at epoch {state['epoch'] + 1}, step {state['batch']}")
     if root:
         _write_json(out / "config.json", dataclasses.asdict(config))
+
+    def ema_arrays():
+        return {f"ema/{i}": backend.to_numpy(a) for i, a in enumerate(lookahead.ema)} if lookahead else {}
 
     def checkpoint_meta():
         return dict(state, config=dataclasses.asdict(config), schedule_position=schedule.position,
@@ -310,6 +369,8 @@ def _train(config, data, progress, resume, on_step, log, comm):
                     comm.average_gradients(model.parameters())
                 optimizer.step()
                 schedule.step()
+                if lookahead is not None:
+                    lookahead.step(schedule.position)
                 s = state["sums"]
                 s[0] += value * len(y) * (1 if comm is None else comm.size)
                 s[1] += int((logits.argmax(axis=1) == y).sum())
@@ -328,7 +389,7 @@ def _train(config, data, progress, resume, on_step, log, comm):
             state["epoch_seconds"] = time.time() - t0
             if stopped:
                 if root:
-                    save_checkpoint(out / "checkpoint.npz", model, optimizer, checkpoint_meta())
+                    save_checkpoint(out / "checkpoint.npz", model, optimizer, checkpoint_meta(), ema_arrays())
                 log(f"stopped at epoch {epoch + 1}, step {state['batch']}: saved {out / 'checkpoint.npz'}; continue with --resume")
                 return None
             if comm is not None:
@@ -344,7 +405,7 @@ def _train(config, data, progress, resume, on_step, log, comm):
             state["history"].append(row)
             state.update(epoch=epoch + 1, batch=0, sums=[0.0, 0, 0], epoch_seconds=0.0)
             _write_history(out, state["history"])
-            save_checkpoint(out / "checkpoint.npz", model, optimizer, checkpoint_meta())
+            save_checkpoint(out / "checkpoint.npz", model, optimizer, checkpoint_meta(), ema_arrays())
             if len(val_split) and val_acc > state["best_val_accuracy"]:
                 state["best_val_accuracy"] = val_acc
                 save_checkpoint(out / "best.npz", model, optimizer, checkpoint_meta())
@@ -352,6 +413,8 @@ def _train(config, data, progress, resume, on_step, log, comm):
             log(f"epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.2f}% | "
                 f"val loss {val_loss:.4f} acc {val_acc:.2f}% | {row['images_per_s']:.0f} img/s, {row['epoch_seconds']:.0f} s")
 
+    if lookahead is not None:
+        lookahead.finish()
     if not root:
         return None
     if not len(val_split):  # no validation: the last model is the best we know

@@ -96,3 +96,53 @@ def test_seeds_and_sweep(tiny_folder, tmp_path):
     assert "| lr |" in (tmp_path / "sweep" / "sweep.md").read_text()
     with pytest.raises(ValueError, match="not a train option"):
         mc.experiments.parse_grid(["colour=1,2"])
+
+
+def test_resume_equals_uninterrupted_with_recipe_tricks(tiny_folder, tmp_path):
+    """Lookahead EMA, alternating flips, dirac init, the airbench schedule and bias lr scaling also resume exactly."""
+    data = mc.data.load_cifar10(tiny_folder)
+    base = dict(model="fast", width=0.125, batch_size=50, epochs=2, val_size=50, augment="crop,altflip", padding=2,
+                lookahead=True, dirac_init=True, schedule="airbench", bias_lr_scale=4.0, decay_bias_bn=True,
+                label_smoothing=0.2, tta=2, seed=3)
+    a = train(TrainConfig(**base, out=str(tmp_path / "a")), data=data, progress=False, log=lambda *a: None)
+    cfg = TrainConfig(**base, out=str(tmp_path / "b"))
+    train(cfg, data=data, progress=False, on_step=lambda epoch, b: epoch == 1 and b == 1, log=lambda *a: None)
+    b = train(cfg, data=data, progress=False, resume=True, log=lambda *a: None)
+    assert a["test_loss"] == b["test_loss"] and a["test_accuracy"] == b["test_accuracy"]
+
+
+def test_tta_levels_follow_their_formula(f64):
+    model = mc.models.build_model("simple", width=0.25).astype(np.float64)
+    images = np.random.default_rng(0).integers(0, 256, (6, 3, 32, 32), dtype=np.uint8)
+    mean, std = (0.5,) * 3, (0.25,) * 3
+    x = mc.data.normalize(images, mean, std, np.float64)
+    from minitorch_cifar.train import predict
+    model.eval()
+    f = lambda v: model.forward(np.ascontiguousarray(v))  # noqa: E731
+    mirror = lambda v: 0.5 * (f(v) + f(v[..., ::-1]))  # noqa: E731
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")
+    np.testing.assert_allclose(predict(model, images, mean, std, tta=0, dtype=np.float64), f(x), rtol=1e-12)
+    np.testing.assert_allclose(predict(model, images, mean, std, tta=1, dtype=np.float64), mirror(x), rtol=1e-12)
+    expected = 0.5 * mirror(x) + 0.25 * (mirror(padded[:, :, :32, :32]) + mirror(padded[:, :, 2:, 2:]))
+    np.testing.assert_allclose(predict(model, images, mean, std, tta=2, dtype=np.float64), expected, rtol=1e-12)
+
+
+def test_alternating_flip_alternates_and_dirac_init_is_identity():
+    images = np.random.default_rng(0).integers(0, 256, (40, 3, 4, 4), dtype=np.uint8)
+    idx = np.arange(100, 140)
+    e0 = mc.data.transforms.alternating_flip(images, idx, epoch=0)
+    e1 = mc.data.transforms.alternating_flip(images, idx, epoch=1)
+    flipped0 = np.all(e0 == images[..., ::-1], axis=(1, 2, 3)) & ~np.all(images == images[..., ::-1], axis=(1, 2, 3))
+    flipped1 = np.all(e1 == images[..., ::-1], axis=(1, 2, 3)) & ~np.all(images == images[..., ::-1], axis=(1, 2, 3))
+    assert np.all(flipped0 != flipped1) and 8 < flipped0.sum() < 32
+    np.testing.assert_array_equal(mc.data.transforms.alternating_flip(images, idx, epoch=2), e0)
+    conv = mc.nn.Conv2d(3, 5, 3, padding=1, bias=False)
+    mc.models.dirac_init(conv)
+    x = np.random.default_rng(1).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(conv.forward(x)[:, :3], x, rtol=1e-6)
+
+
+def test_airbench_schedule_shape():
+    f = mc.optim.airbench(100, warmup=0.2, start=0.2, end=0.07)
+    assert abs(f(0) - 0.2) < 1e-12 and abs(f(20) - 1) < 1e-12 and abs(f(100) - 0.07) < 1e-12
+    assert f(10) > f(0) and f(60) < f(20)
