@@ -347,6 +347,20 @@ def _train(config, data, progress, resume, on_step, log, comm):
     log(f"{config.model}: {count_parameters(model):,} parameters; {len(train_split)} train / {len(val_split)} val images; "
         f"{steps} steps per epoch; backend {config.backend}")
     stopped = False
+    sync_every, pending = (10 if config.backend == "cupy" else 1), []
+
+    def flush(epoch, b):
+        """Add the pending steps' losses and correct counts to the epoch sums; stop on a NaN or inf loss."""
+        for dev_loss, dev_correct, n in pending:
+            value = float(dev_loss) if comm is None else float(comm.sum([float(dev_loss)])[0]) / comm.size
+            if not math.isfinite(value):
+                raise TrainingDiverged(
+                    f"loss became {value} at epoch {epoch + 1}, step {b + 1} (lr {schedule.lr:.4g}); stopped. The last "
+                    f"good checkpoint is {out / 'checkpoint.npz'} (epoch {state['epoch']}). Try a lower --lr.")
+            k = 1 if comm is None else comm.size
+            s = state["sums"]
+            s[0], s[1], s[2] = s[0] + value * n * k, s[1] + int(dev_correct), s[2] + n * k
+        pending.clear()
     with _StopFlag() as stop, np.errstate(over="ignore", invalid="ignore"):  # a NaN loss is caught below
         for epoch in range(state["epoch"], config.epochs):
             loader.set_epoch(epoch)
@@ -357,12 +371,10 @@ def _train(config, data, progress, resume, on_step, log, comm):
             for b, (x, y) in enumerate(loader.batches(start=state["batch"]), start=state["batch"]):
                 logits = model.forward(x)
                 loss = loss_fn.forward(logits, y)
-                value = float(loss) if comm is None else float(comm.sum([float(loss)])[0]) / comm.size
-                if not math.isfinite(value):
-                    bar.close()
-                    raise TrainingDiverged(
-                        f"loss became {value} at epoch {epoch + 1}, step {b + 1} (lr {schedule.lr:.4g}); stopped. The last good "
-                        f"checkpoint is {out / 'checkpoint.npz'} (epoch {state['epoch']}). Try a lower --lr.")
+                # device scalars; read on the host every `sync_every` steps (1 on the CPU, 10 on a GPU)
+                pending.append((loss, (logits.argmax(axis=1) == y).sum(), len(y)))
+                if len(pending) >= sync_every or b == steps - 1:
+                    flush(epoch, b)
                 optimizer.zero_grad()
                 model.backward(loss_fn.backward())
                 if comm is not None:
@@ -371,18 +383,16 @@ def _train(config, data, progress, resume, on_step, log, comm):
                 schedule.step()
                 if lookahead is not None:
                     lookahead.step(schedule.position)
-                s = state["sums"]
-                s[0] += value * len(y) * (1 if comm is None else comm.size)
-                s[1] += int((logits.argmax(axis=1) == y).sum())
-                s[2] += len(y) * (1 if comm is None else comm.size)
                 state["batch"] = b + 1
                 bar.update(1)
-                if b % 10 == 0:
+                if b % 10 == 0 and state["sums"][2]:
+                    s = state["sums"]
                     bar.set_postfix(loss=f"{s[0] / s[2]:.3f}", acc=f"{100 * s[1] / s[2]:.1f}%", lr=f"{schedule.lr:.3g}")
                 wants_stop = bool(on_step and on_step(epoch, b)) or stop.requested
                 if comm is not None:
                     wants_stop = comm.sum([wants_stop])[0] > 0  # all ranks stop at the same step
                 if wants_stop:
+                    flush(epoch, b)
                     stopped = True
                     break
             bar.close()
@@ -410,8 +420,9 @@ def _train(config, data, progress, resume, on_step, log, comm):
                 state["best_val_accuracy"] = val_acc
                 save_checkpoint(out / "best.npz", model, optimizer, checkpoint_meta())
             plots.curves(state["history"], out / "curves.png", title=f"{config.model} ({out.name})")
+            val = f"val loss {val_loss:.4f} acc {val_acc:.2f}%" if len(val_split) else "no validation split"
             log(f"epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.2f}% | "
-                f"val loss {val_loss:.4f} acc {val_acc:.2f}% | {row['images_per_s']:.0f} img/s, {row['epoch_seconds']:.0f} s")
+                f"{val} | {row['images_per_s']:.0f} img/s, {row['epoch_seconds']:.0f} s")
 
     if lookahead is not None:
         lookahead.finish()

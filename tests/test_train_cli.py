@@ -146,3 +146,13 @@ def test_airbench_schedule_shape():
     f = mc.optim.airbench(100, warmup=0.2, start=0.2, end=0.07)
     assert abs(f(0) - 0.2) < 1e-12 and abs(f(20) - 1) < 1e-12 and abs(f(100) - 0.07) < 1e-12
     assert f(10) > f(0) and f(60) < f(20)
+
+
+def test_default_data_folder_empty_and_offline(tmp_path, monkeypatch, capsys):
+    """No --data: the standard cache folder is searched, a download is tried, and the error says what --data takes."""
+    monkeypatch.setenv("MINITORCH_CIFAR_DATA", str(tmp_path / "standard"))
+    monkeypatch.setenv("MINITORCH_CIFAR_URL", "http://127.0.0.1:9/cifar-10-python.tar.gz")  # nothing listens there
+    code = main(["train", "--epochs", "1", "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot download CIFAR-10" in err and "--data takes" in err
+    assert not [p for p in (tmp_path / "standard").iterdir() if p.name != "decoded"]  # no partial download left
