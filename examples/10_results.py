@@ -37,15 +37,16 @@ EXPERIMENTS = {
     "fast-baseline": [f"{BASELINE} --seed 0 --out runs/fast-baseline-seed0"],
     "fast": [f"{FAST.format(epochs=10)} --seed 0 --out runs/fast-10ep-seed0"],
     "fast-seeds": [f"seeds --seeds 0 1 2 3 4 {FAST.format(epochs=10)[len('train '):]} --out runs/fast-seeds"],
-    "activations": [f"sweep --grid activation=relu,leaky_relu,elu,gelu,tanh --data {DATA} --model simple --bn --epochs 4 "
-                    f"--batch-size 128 --lr 0.05 --augment crop,flip --out runs/activations"],
+    "architectures": [f"sweep --grid model=simple,deeper,resnet,fast --data {DATA} --epochs 2 --train-subset 10000 "
+                      f"--batch-size 128 --lr 0.05 --augment crop,flip --out runs/architectures"],
+    "activations": [f"sweep --grid activation=relu,leaky_relu,elu,gelu,tanh --data {DATA} --model simple --bn --epochs 3 "
+                    f"--train-subset 20000 --batch-size 128 --lr 0.05 --augment crop,flip --out runs/activations"],
+    # regularisation on 10,000 training images, so that overfitting shows within minutes
     "regularisation": [
-        f"train --data {DATA} --model simple --epochs 8 --batch-size 128 --lr 0.05 --augment none --dropout 0 --no-bn --out runs/reg/none",
-        f"train --data {DATA} --model simple --epochs 8 --batch-size 128 --lr 0.05 --augment none --dropout 0.5 --no-bn --out runs/reg/dropout",
-        f"train --data {DATA} --model simple --epochs 8 --batch-size 128 --lr 0.05 --augment none --dropout 0 --bn --out runs/reg/batchnorm",
-        f"train --data {DATA} --model simple --epochs 8 --batch-size 128 --lr 0.05 --augment crop,flip --dropout 0 --no-bn --out runs/reg/augmentation",
-        f"train --data {DATA} --model simple --epochs 8 --batch-size 128 --lr 0.05 --augment crop,flip --dropout 0.5 --bn --out runs/reg/all",
-    ],
+        f"train --data {DATA} --model simple --epochs 12 --train-subset 10000 --batch-size 128 --lr 0.05 {flags} --out runs/reg/{name}"
+        for name, flags in (("none", "--augment none --dropout 0 --no-bn"), ("dropout", "--augment none --dropout 0.5 --no-bn"),
+                            ("batchnorm", "--augment none --dropout 0 --bn"), ("augmentation", "--augment crop,flip --dropout 0 --no-bn"),
+                            ("all", "--augment crop,flip --dropout 0.5 --bn"))],
 }
 
 

@@ -138,7 +138,7 @@ def dirac_init(model):
             if kh % 2 and kw % 2:
                 w = m.weight.data
                 w[:m.in_channels] = 0
-                idx = np.arange(m.in_channels)
+                idx = backend.array_module(w).arange(m.in_channels)
                 w[idx, idx, kh // 2, kw // 2] = 1
     return model
 

@@ -440,5 +440,6 @@ def _train(config, data, progress, resume, on_step, log, comm):
         images_per_s=float(np.median([r["images_per_s"] for r in history])), parameters=count_parameters(model),
         data=data.source, backend=config.backend, config=dataclasses.asdict(config))
     _write_json(out / "summary.json", summary)
-    log(f"test accuracy {test_acc:.2f}% (loss {test_loss:.4f}{', flip TTA' if config.tta else ''}); run folder {out}")
+    tta = {0: "", 1: ", TTA: mirror", 2: ", TTA: mirror and 1-pixel shifts"}[config.tta]
+    log(f"test accuracy {test_acc:.2f}% (loss {test_loss:.4f}{tta}); run folder {out}")
     return summary

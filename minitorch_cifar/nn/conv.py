@@ -21,6 +21,10 @@ Backward, with Y = W2 @ col + b and G = dL/dY laid out as (F, N*OH*OW):
     dL/dx   = col2im(dL/dcol)          (a pixel inside several windows sums their gradients)
 
 Cached: the column matrix (to form dL/dW without redoing im2col) and the input shape.
+
+This file is the reference. The numba backend swaps in kernels/cpu/conv.py's ``conv2d_forward`` and
+``conv2d_backward`` whole: the same products, but over chunks of a few images whose columns stay in
+cache, rebuilding the columns in backward instead of storing them (memory: x instead of col).
 """
 from __future__ import annotations
 
