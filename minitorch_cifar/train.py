@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from minitorch_cifar import backend, nn, optim
-from minitorch_cifar.data import Augment, BatchLoader, channel_stats, load_cifar10, normalize, train_val_split
+from minitorch_cifar.data import Augment, BatchLoader, channel_stats, load_cifar10, normalize, random_subset, train_val_split
 from minitorch_cifar.data.cifar import atomic_save_npz
 from minitorch_cifar.models import build_model, count_parameters, dirac_init, init_whitening
 
@@ -288,7 +288,7 @@ def _train(config, data, progress, resume, on_step, log, comm):
     data = data if data is not None else load_cifar10(config.data, download=config.data is None)
     train_split, val_split = train_val_split(data.train, config.val_size, config.seed)
     if config.train_subset:
-        train_split = type(train_split)(train_split.images[:config.train_subset], train_split.labels[:config.train_subset])
+        train_split = random_subset(train_split, config.train_subset, config.seed)
     mean, std = channel_stats(train_split.images)
 
     nn.module.manual_seed(config.seed)

@@ -242,6 +242,14 @@ def test_stratified_split_is_seeded():
     assert len(train0) == 500 and len(val0) == 0
 
 
+def test_random_subset_covers_every_class_of_a_sorted_split():
+    split = mc.data.Split(np.zeros((1000, 3, 32, 32), np.uint8), np.repeat(np.arange(10), 100))
+    sub = mc.data.random_subset(split, 200, seed=0)
+    counts = np.bincount(sub.labels, minlength=10)
+    assert len(sub) == 200 and counts.min() >= 8  # the first 200 would be two classes only
+    np.testing.assert_array_equal(mc.data.random_subset(split, 200, seed=0).labels, sub.labels)
+
+
 def test_augmentations_each_on_their_own():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (64, 3, 8, 8), dtype=np.uint8)

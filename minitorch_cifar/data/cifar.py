@@ -331,6 +331,13 @@ def train_val_split(split: Split, val_size=5000, seed=0):
     return Split(split.images[~mask], split.labels[~mask]), Split(split.images[mask], split.labels[mask])
 
 
+def random_subset(split: Split, n: int, seed=0) -> Split:
+    """n images drawn at random (seeded), in their stored order. Never the first n: an image folder is
+    stored class by class, so its first 10,000 images hold two classes."""
+    keep = np.sort(np.random.default_rng([seed, 1]).permutation(len(split))[:n])
+    return Split(split.images[keep], split.labels[keep])
+
+
 def channel_stats(images: np.ndarray):
     """Per-channel mean and std of uint8 images scaled to [0, 1], accumulated in float64."""
     x = images.astype(np.float64) / 255
