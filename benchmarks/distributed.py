@@ -48,6 +48,7 @@ def main():
     p.add_argument("--model", default="simple")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--mpiexec-args", default="-bind-to core", help="extra mpiexec options (one core per rank)")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "distributed.json"))
     args = p.parse_args()
     mpiexec = shutil.which("mpiexec")
@@ -57,7 +58,7 @@ def main():
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
     results = []
     for ranks in (1, 2):
-        out = subprocess.run([mpiexec, "-n", str(ranks), sys.executable, "-c", CHILD, args.model, str(args.batch), str(args.steps)],
+        out = subprocess.run([mpiexec, "-n", str(ranks), *args.mpiexec_args.split(), sys.executable, "-c", CHILD, args.model, str(args.batch), str(args.steps)],
                              capture_output=True, text=True, env=env, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         results.append(r)
