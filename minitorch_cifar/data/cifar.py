@@ -94,16 +94,21 @@ def _read_python_batch(data: bytes, where: str) -> Split:
     return _check(data.reshape(-1, 3, 32, 32), np.asarray(d[b"labels"]), where)
 
 
-def _read_python_folder(folder: Path) -> CIFAR10:
+def _read_batch_folder(folder: Path, train_names, test_names, parse, version) -> CIFAR10:
+    """The official layouts: named batch files in one folder, each parsed by ``parse(bytes, where)``."""
     def read(names):
         parts = []
         for name in names:
             f = folder / name
             if not f.is_file():
-                raise DataError(f"{f}: missing (the official python version has {', '.join(PY_TRAIN + PY_TEST)})")
-            parts.append(_read_python_batch(f.read_bytes(), str(f)))
+                raise DataError(f"{f}: missing (the official {version} version has {', '.join(train_names + test_names)})")
+            parts.append(parse(f.read_bytes(), str(f)))
         return _concat(parts, str(folder))
-    return CIFAR10(read(PY_TRAIN), read(PY_TEST), source=str(folder))
+    return CIFAR10(read(train_names), read(test_names), source=str(folder))
+
+
+def _read_python_folder(folder: Path) -> CIFAR10:
+    return _read_batch_folder(folder, PY_TRAIN, PY_TEST, _read_python_batch, "python")
 
 
 # ----------------------------------------------------------------------------- official binary version
@@ -119,15 +124,7 @@ BIN_TEST = ["test_batch.bin"]
 
 
 def _read_binary_folder(folder: Path) -> CIFAR10:
-    def read(names):
-        parts = []
-        for name in names:
-            f = folder / name
-            if not f.is_file():
-                raise DataError(f"{f}: missing (the official binary version has {', '.join(BIN_TRAIN + BIN_TEST)})")
-            parts.append(_read_binary_batch(f.read_bytes(), str(f)))
-        return _concat(parts, str(folder))
-    return CIFAR10(read(BIN_TRAIN), read(BIN_TEST), source=str(folder))
+    return _read_batch_folder(folder, BIN_TRAIN, BIN_TEST, _read_binary_batch, "binary")
 
 
 # ----------------------------------------------------------------------------- image folders
