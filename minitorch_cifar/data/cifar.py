@@ -180,20 +180,16 @@ def _read_archive(path: Path) -> CIFAR10:
     except (tarfile.TarError, OSError, EOFError) as e:
         raise DataError(f"{path}: not a readable .tar.gz archive (truncated or corrupted?): {e}") from None
     names = {n.split("/")[-1]: n for n in files}
-    if any(n.startswith("cifar-10-batches-py/") or "/cifar-10-batches-py/" in n for n in files):
-        def read(batches):
-            missing = [b for b in batches if b not in names]
-            if missing:
-                raise DataError(f"{path}: archive lacks {missing}")
-            return _concat([_read_python_batch(files[names[b]], f"{path}:{names[b]}") for b in batches], str(path))
-        return CIFAR10(read(PY_TRAIN), read(PY_TEST), source=str(path))
-    if any("cifar-10-batches-bin/" in n for n in files):
-        def read(batches):
-            missing = [b for b in batches if b not in names]
-            if missing:
-                raise DataError(f"{path}: archive lacks {missing}")
-            return _concat([_read_binary_batch(files[names[b]], f"{path}:{names[b]}") for b in batches], str(path))
-        return CIFAR10(read(BIN_TRAIN), read(BIN_TEST), source=str(path))
+    official = (("cifar-10-batches-py/", PY_TRAIN, PY_TEST, _read_python_batch),
+                ("cifar-10-batches-bin/", BIN_TRAIN, BIN_TEST, _read_binary_batch))
+    for folder, train_names, test_names, parse in official:
+        if any(("/" + n).find("/" + folder) >= 0 for n in files):
+            def read(batches):
+                missing = [b for b in batches if b not in names]
+                if missing:
+                    raise DataError(f"{path}: archive lacks {missing}")
+                return _concat([parse(files[names[b]], f"{path}:{names[b]}") for b in batches], str(path))
+            return CIFAR10(read(train_names), read(test_names), source=str(path))
     splits = {"train": [], "test": []}
     for name, data in files.items():
         parts = name.split("/")
