@@ -8,9 +8,7 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 
-import minitorch_cifar as mc
 from minitorch_cifar.data import Augment, BatchLoader, channel_stats, load_cifar10
 
 

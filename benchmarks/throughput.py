@@ -179,7 +179,7 @@ def profile(arch, batch, backend_name, reps=3):
         total = time.perf_counter()
         opt_time = 0.0
         for _ in range(reps):
-            loss = loss_fn.forward(model.forward(x), y)
+            loss_fn.forward(model.forward(x), y)
             opt.zero_grad()
             model.backward(loss_fn.backward())
             t = time.perf_counter()

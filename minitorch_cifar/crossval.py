@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from minitorch_cifar import backend, nn, optim
-from minitorch_cifar.data import Augment, channel_stats, load_cifar10, normalize
+from minitorch_cifar.data import Augment, BatchLoader, channel_stats, load_cifar10, normalize
 from minitorch_cifar.models import build_model, init_whitening
 from minitorch_cifar.torch_mirror import to_torch
 
@@ -63,19 +63,18 @@ def run(model_name="simple", steps=30, dtype="float64", data=None, batch_size=64
                            lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
     factor = optim.warmup_linear(steps, warmup=0.2)
     loss_fn = nn.CrossEntropyLoss(label_smoothing)
-    augment = Augment("crop,flip", padding=2)
+    loader = BatchLoader(images, labels, batch_size, mean, std, seed=seed, augment=Augment("crop,flip", padding=2),
+                         dtype=np_dtype, prefetch=False)  # host arrays, augmented once, fed to both frameworks
+
+    def batches():
+        for epoch in range(-(-steps // steps_per_epoch)):
+            loader.set_epoch(epoch)
+            yield from loader.batches()
 
     losses_mc, losses_torch = [], []
     t_mc = t_torch = 0.0
     started = time.time()
-    for step in range(steps):
-        epoch, b = divmod(step, steps_per_epoch)
-        order = np.random.default_rng([seed, epoch]).permutation(len(labels))
-        idx = order[b * batch_size:(b + 1) * batch_size]
-        batch = augment(images[idx], np.random.default_rng([seed, epoch, b]))
-        x = normalize(batch, mean, std, np_dtype)
-        y = labels[idx]
-
+    for step, (x, y) in zip(range(steps), batches()):
         opt.set_lr_factor(factor(step))
         for g in topt.param_groups:
             g["lr"] = lr * factor(step)

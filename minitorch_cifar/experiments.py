@@ -8,9 +8,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import itertools
-import json
 import os
-import time
 import traceback
 from pathlib import Path
 
@@ -37,8 +35,7 @@ def run_one(config_dict: dict, threads: int = 0, progress: bool = False) -> dict
         _pin_threads(threads)
     from minitorch_cifar.train import train
     config = TrainConfig(**config_dict)
-    summary = train(config, progress=progress, log=lambda *a: None if not progress else print(*a))
-    return summary
+    return train(config, progress=progress, log=print if progress else (lambda *a: None))
 
 
 class _Serial(cf.Executor):
@@ -86,10 +83,9 @@ def _run_all(configs: list[TrainConfig], jobs, scheduler, progress, executor=Non
 
 
 def _write(path: Path, obj):
+    from minitorch_cifar.train import _write_json
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    _write_json(path, obj)
 
 
 def run_seeds(config: TrainConfig, seeds, jobs=1, scheduler=None, progress=True, executor=None) -> dict:

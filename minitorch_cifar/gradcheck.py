@@ -60,7 +60,6 @@ def gradcheck(module_or_fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, seed=0, chec
         return forward(x, *rest)
 
     out = run()
-    xp = backend.array_module(x)
     direction = backend.asarray(np.random.default_rng(seed).standard_normal(np.shape(out)))
 
     def loss():

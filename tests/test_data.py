@@ -1,7 +1,6 @@
 """CIFAR-10 formats written by the tests in the official layouts, bad inputs, download, splits, augmentation, loader."""
 import hashlib
 import http.server
-import io
 import pickle
 import tarfile
 import threading

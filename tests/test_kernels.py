@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import minitorch_cifar as mc
 from minitorch_cifar.kernels import cpu
 from minitorch_cifar.nn import activation, conv, norm, pool
 

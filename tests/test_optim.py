@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-import minitorch_cifar as mc
 from minitorch_cifar import nn, optim
 
 

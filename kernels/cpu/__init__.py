@@ -16,8 +16,6 @@ KERNELS = {
     "conv2d_backward": conv.conv2d_backward,
     "im2col": conv.im2col,
     "col2im": conv.col2im,
-    "gemm_to_nchw": conv.gemm_to_nchw,
-    "nchw_to_gemm": conv.nchw_to_gemm,
     "maxpool_forward": pool.maxpool_forward,
     "maxpool_backward": pool.maxpool_backward,
     "batchnorm_forward": norm.batchnorm_forward,

@@ -82,20 +82,6 @@ def col2im(col, x_shape, kh, kw, stride, padding):
     return dx
 
 
-def gemm_to_nchw(y, bias, N):
-    F = y.shape[0]
-    out = np.empty((N, F, y.shape[1] // N), dtype=y.dtype)
-    _gemm_to_nchw(y, np.zeros(F, y.dtype) if bias is None else bias, out)
-    return out
-
-
-def nchw_to_gemm(dout):
-    N, F = dout.shape[:2]
-    out = np.empty((F, dout.size // F), dtype=dout.dtype)
-    _nchw_to_gemm(np.ascontiguousarray(dout).reshape(N, F, -1), out)
-    return out
-
-
 # ----------------------------------------------------------------------------- the whole convolution
 # The reference (minitorch_cifar/nn/conv.py) builds one column matrix for the whole batch and keeps it
 # for backward: at batch 512 and 32x32 that is hundreds of MB written, faulted in and read back. Here the
