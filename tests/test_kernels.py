@@ -55,6 +55,45 @@ def test_chunked_convolution_equals_reference(g, f, bias, chunk_bytes):
         np.testing.assert_allclose(ours, ref, rtol=tol, atol=tol * 10)
 
 
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 5), c=st.integers(1, 6), f=st.integers(1, 6), h=st.integers(1, 8), w=st.integers(1, 8),
+       half=st.integers(0, 2), dtype=st.sampled_from([np.float32, np.float64]), chunk_bytes=st.sampled_from([1, 2000, 1 << 24]),
+       direct_blas=st.booleans())
+def test_row_shift_convolution_equals_reference(n, c, f, h, w, half, dtype, chunk_bytes, direct_blas):
+    """Stride 1, kernel 2*half+1, padding half: the row-shift path (kh BLAS GEMMs summed into the output,
+    images stacked with shared zero rows; its transposed twin for dx when f <= c), in chunks down to one
+    image, and the im2col path it replaces when NumPy's BLAS cannot be called directly."""
+    k = 2 * half + 1
+    x, wt, b = _x((n, c, h, w), dtype), _x((f, c, k, k), dtype, 1), _x((f,), dtype, 2)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cpu.conv, "CHUNK_BYTES", chunk_bytes)
+        if direct_blas:
+            assert cpu.conv._row_shift_applies(x, k, k, 1, half)
+        else:
+            mp.setattr(cpu.conv.blas, "available", lambda dtype: False)
+        y, saved = cpu.conv.conv2d_forward(x, wt, b, 1, half)
+        dout = _x(y.shape, dtype, 3)
+        grads = cpu.conv.conv2d_backward(dout, saved, wt, 1, half)
+    ry, rsaved = conv.conv2d_forward.reference(x, wt, b, 1, half)
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    for ours, ref in zip((y, *grads), (ry, *conv.conv2d_backward.reference(dout, rsaved, wt, 1, half))):
+        np.testing.assert_allclose(ours, ref, rtol=tol, atol=tol * 10)
+
+
+def test_direct_blas_gemm_strides_offsets_and_accumulation():
+    a = _x((3, 8), np.float32)[:, :5].copy()
+    b = _x((6, 20), np.float32, 1)
+    c = np.ones((3, 7), np.float32)
+    cpu.blas.gemm(a, 0, 5, b, 4, 20, c, 1, 7, 3, 6, 5, beta=1.0)  # c[:, 1:7] += a @ b[:5, 4:10]
+    np.testing.assert_allclose(c[:, 1:], 1 + a @ b[:5, 4:10], rtol=1e-5)
+    np.testing.assert_array_equal(c[:, 0], 1)
+    bt = _x((9, 5), np.float32, 2)
+    cpu.blas.gemm(a, 0, 5, bt, 0, 5, c, 0, 7, 3, 7, 5, trans_b=True)  # c = a @ bt[:7].T
+    np.testing.assert_allclose(c, a @ bt[:7].T, rtol=1e-5)
+    with pytest.raises(ValueError, match="out of bounds"):
+        cpu.blas.gemm(a, 0, 5, b, 50, 20, c, 0, 7, 3, 7, 5)  # 5 rows of 7 from element 50 run past b's 120
+
+
 @SETTINGS
 @given(geometry())
 def test_maxpool(g):

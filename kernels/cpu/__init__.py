@@ -9,7 +9,7 @@ import numba
 if numba.config.THREADING_LAYER == "default":
     numba.config.THREADING_LAYER = "workqueue"
 
-from . import activation, conv, norm, pool  # noqa: E402
+from . import activation, blas, conv, norm, pool  # noqa: E402
 
 KERNELS = {
     "conv2d_forward": conv.conv2d_forward,

@@ -7,6 +7,8 @@ outside the image reads (or drops) a zero.
 import numpy as np
 from numba import njit, prange
 
+from . import blas
+
 OPTS = dict(parallel=True, cache=True, error_model="numpy", fastmath=False)
 
 
@@ -127,8 +129,91 @@ def _zero_and_col2im(col, dx, kh, kw, stride, padding, OH, OW):
                         dx[n, c, h, ow * stride + shift] += col[r, base + ow]
 
 
+# ------------------------------------------------------------ stride 1, odd kernel, "same" padding: row shifts
+# Rather than nine (kh*kw) shifted copies of the input in a column matrix, keep kw column-shifted copies
+# of the images stacked one under another, with `padding` zero rows between them, flattened row by row
+# (width W). Shifting a kernel row i down is then just starting i*W elements later in that flat array,
+# so the convolution is kh GEMMs over the same buffer, each summed into the output by BLAS (beta = 1):
+#     y[f, q] = sum_i  w_i[f, (j, c)] @ xs[(j, c), q + i*W]       q = (n*(H + padding) + h)*W + w
+# a third of im2col's memory traffic for 3x3, no column matrix, no col2im. The output also gets the rows
+# between images (discarded); with `padding` shared zero rows that is padding/H extra work.
+# The input gradient is the same convolution of dout with the flipped, transposed kernel: used when
+# dout has no more channels than x (else its kw shifted copies outweigh the column matrix). The weight
+# gradient stays im2col + one GEMM: as kh GEMMs with a long inner dimension it was no faster.
+# Measured at batch 512 (benchmarks/throughput.py --profile; per-layer times in the #5 note):
+# forward 24->64 at 31x31 133 -> 95 ms, 64->64 at 15x15 87 -> 65 ms; input gradient 64->64 95 -> 61 ms,
+# 256->256 at 7x7 173 -> 139 ms; the 64->256 layer unchanged.
+def _row_shift_applies(x, kh, kw, stride, padding):
+    return (stride == 1 and kh == kw == 2 * padding + 1 and blas.available(x.dtype))
+
+
+@njit(**OPTS)
+def _shifted_rows(x, xs, padding):
+    """xs[j, c, (padding + n*(H + padding) + h)*W + w] = x[n, c, h, w + j - padding], zeros elsewhere."""
+    N, C, H, W = x.shape
+    kw = xs.shape[0]
+    for jc in prange(kw * C):
+        j, c = jc // C, jc % C
+        shift = j - padding
+        lo, hi = max(0, -shift), min(W, W - shift)
+        dst = xs[j, c]
+        dst[:padding * W] = 0
+        for n in range(N):
+            base = (padding + n * (H + padding)) * W
+            for h in range(H):
+                row = base + h * W
+                for w in range(lo):
+                    dst[row + w] = 0
+                for w in range(lo, hi):
+                    dst[row + w] = x[n, c, h, w + shift]
+                for w in range(hi, W):
+                    dst[row + w] = 0
+            dst[base + H * W:base + (H + padding) * W] = 0
+
+
+@njit(**OPTS)
+def _rows_to_nchw(y, bias, out, padding):
+    N, F, H, W = out.shape
+    for nf in prange(N * F):
+        n, f = nf // F, nf % F
+        base, b = n * (H + padding) * W, bias[f]
+        for h in range(H):
+            for w in range(W):
+                out[n, f, h, w] = y[f, base + h * W + w] + b
+
+
+def _row_shift_conv(x, w_rows, bias, padding, out):
+    """out (N, F, H, W) = conv of x with w_rows (kh, F, kw*C) laid out [i, f, j*C + c]."""
+    N, C, H, W = x.shape
+    kh, F, kwC = w_rows.shape
+    b = np.zeros(F, x.dtype) if bias is None else bias
+    nb = _chunk(N, kwC, (H + padding) * W, x.itemsize)
+    for n0 in range(0, N, nb):
+        n1 = min(N, n0 + nb)
+        L = (padding + (n1 - n0) * (H + padding)) * W
+        M = L - 2 * padding * W
+        xs = _workspace("xs", (kwC // C, C, L), x.dtype)
+        y = _workspace("y", (F, M), x.dtype)
+        _shifted_rows(x[n0:n1], xs, padding)
+        for i in range(kh):
+            blas.gemm(w_rows, i * F * kwC, kwC, xs, i * W, L, y, 0, M, F, M, kwC, beta=float(i > 0))
+        _rows_to_nchw(y, b, out[n0:n1], padding)
+    return out
+
+
+def _rows_of(weight):
+    """[f, c, i, j] -> [i, f, j*C + c]: the kernel row i as one (F, kw*C) matrix over xs's rows."""
+    F, C, kh, kw = weight.shape
+    return np.ascontiguousarray(weight.transpose(2, 0, 3, 1)).reshape(kh, F, kw * C)
+
+
 def conv2d_forward(x, weight, bias, stride, padding):
     N, C, H, W = x.shape
+    F, _, kh, kw = weight.shape
+    if _row_shift_applies(x, kh, kw, stride, padding):
+        x = np.ascontiguousarray(x)
+        out = np.empty((N, F, H, W), dtype=x.dtype)
+        return _row_shift_conv(x, _rows_of(weight), bias, padding, out), x
     F, _, kh, kw = weight.shape
     OH, OW = _out_size(H, kh, stride, padding), _out_size(W, kw, stride, padding)
     P, K = OH * OW, C * kh * kw
@@ -151,6 +236,7 @@ def conv2d_backward(dout, saved, weight, stride, padding, need_dx=True):
     x = saved
     N, C, H, W = x.shape
     F, _, kh, kw = weight.shape
+    dx_by_rows = need_dx and F <= C and _row_shift_applies(x, kh, kw, stride, padding)
     OH, OW = dout.shape[2:]
     P, K = OH * OW, C * kh * kw
     dout = np.ascontiguousarray(dout).reshape(N, F, P)
@@ -168,8 +254,11 @@ def conv2d_backward(dout, saved, weight, stride, padding, need_dx=True):
         _nchw_to_gemm(dout[n0:n1], g)
         np.matmul(g, col.T, out=dw_part)
         dw += dw_part
-        if need_dx:
+        if need_dx and not dx_by_rows:
             dcol = _workspace("dcol", (K, cols), x.dtype)
             np.matmul(w2t, g, out=dcol)
             _zero_and_col2im(dcol, dx[n0:n1], kh, kw, stride, padding, OH, OW)
+    if dx_by_rows:  # the transposed convolution: dout convolved with the kernel flipped, in and out swapped
+        flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+        _row_shift_conv(dout.reshape(N, F, OH, OW), _rows_of(flipped), None, padding, dx)
     return dx, dw.reshape(weight.shape), dout.sum(axis=(0, 2))
