@@ -34,6 +34,10 @@ EXPERIMENTS = {
         f"crossval --model fast --steps 30 --dtype float64 --data {DATA} --batch-size 32 --out runs/crossval-f64-fast",
         f"crossval --model simple --epochs 1 --dtype float32 --data {DATA} --batch-size 64 --lr 0.05 --out runs/crossval-f32-simple-1epoch",
     ],
+    # float32 over five seeds, each with a torch control run (rows shuffled: only rounding differs)
+    "crossval-f32-seeds": [
+        f"crossval --model simple --epochs 1 --dtype float32 --data {DATA} --batch-size 64 --lr 0.05 --seed {seed} --control "
+        f"--out runs/crossval-f32-control-seed{seed}" for seed in (0, 1, 2, 3, 4)],
     "fast-baseline": [f"{BASELINE} --seed 0 --out runs/fast-baseline-seed0"],
     "fast": [f"{FAST.format(epochs=10)} --seed 0 --out runs/fast-10ep-seed0"],
     "fast-seeds": [f"seeds --seeds 0 1 2 3 4 {FAST.format(epochs=10)[len('train '):]} --out runs/fast-seeds"],

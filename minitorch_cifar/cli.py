@@ -121,10 +121,13 @@ def cmd_sweep(args):
 def cmd_crossval(args):
     from minitorch_cifar import crossval
     result = crossval.run(args.model, args.steps, args.dtype, args.data, args.batch_size, args.seed, args.out,
-                          lr=args.lr, epochs=args.epochs, train_subset=args.train_subset)
+                          lr=args.lr, epochs=args.epochs, train_subset=args.train_subset, control=args.control)
     print(f"max |loss difference| {result['max_abs_loss_diff']:.3g}, max |parameter difference| "
           f"{result['max_abs_param_diff']:.3g}; test accuracy minitorch {result['test_accuracy_minitorch']:.2f}% "
           f"torch {result['test_accuracy_torch']:.2f}%; wrote {args.out}/crossval.json and crossval.png")
+    if args.control:
+        print(f"control (torch, rows of each batch shuffled: only rounding differs): test accuracy "
+              f"{result['test_accuracy_torch_control']:.2f}%, max |loss difference| to torch {result['max_abs_loss_diff_control']:.3g}")
     return 0
 
 
@@ -179,6 +182,8 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-subset", type=int, default=0)
     p.add_argument("--out", default="runs/crossval")
+    p.add_argument("--control", action="store_true",
+                   help="also train a torch copy on row-shuffled batches: the float-rounding yardstick")
     p.set_defaults(func=cmd_crossval)
 
     p = sub.add_parser("selftest", help="every layer on a backend against the numpy reference")

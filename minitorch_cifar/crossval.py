@@ -24,7 +24,11 @@ from minitorch_cifar.torch_mirror import to_torch
 
 def run(model_name="simple", steps=30, dtype="float64", data=None, batch_size=64, seed=0, out="runs/crossval",
         lr=0.02, epochs=0, train_subset=0, momentum=0.9, weight_decay=5e-4, label_smoothing=0.1,
-        backend_name="numba", log=print):
+        backend_name="numba", control=False, log=print):
+    """``control``: also train a second torch copy on the same batches with each batch's rows shuffled. BN
+    statistics and the mean loss do not depend on row order, so the two torch runs differ only by float
+    rounding: how far *they* drift apart is the yardstick for how far minitorch may drift from torch."""
+    import copy
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -66,18 +70,34 @@ def run(model_name="simple", steps=30, dtype="float64", data=None, batch_size=64
     loader = BatchLoader(images, labels, batch_size, mean, std, seed=seed, augment=Augment("crop,flip", padding=2),
                          dtype=np_dtype, prefetch=False)  # host arrays, augmented once, fed to both frameworks
 
+    twin = copy.deepcopy(mirror) if control else None
+    if control:
+        twin_params = dict(twin.named_parameters())
+        twin_opt = torch.optim.SGD([{"params": [twin_params[n] for n in decay]},
+                                    {"params": [twin_params[n] for n in other], "weight_decay": 0.0}],
+                                   lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
+        shuffle = np.random.default_rng(seed + 1)
+
+    def torch_step(net, optimizer, x, y, step_lr):
+        for g in optimizer.param_groups:
+            g["lr"] = step_lr
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(torch.from_numpy(x).to(torch_dtype)), torch.from_numpy(y),
+                                                 label_smoothing=label_smoothing)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
     def batches():
         for epoch in range(-(-steps // steps_per_epoch)):
             loader.set_epoch(epoch)
             yield from loader.batches()
 
-    losses_mc, losses_torch = [], []
+    losses_mc, losses_torch, losses_control = [], [], []
     t_mc = t_torch = 0.0
     started = time.time()
     for step, (x, y) in zip(range(steps), batches()):
         opt.set_lr_factor(factor(step))
-        for g in topt.param_groups:
-            g["lr"] = lr * factor(step)
 
         t = time.perf_counter()
         loss = loss_fn.forward(model.forward(backend.asarray(x)), backend.asarray(y))
@@ -88,13 +108,12 @@ def run(model_name="simple", steps=30, dtype="float64", data=None, batch_size=64
         losses_mc.append(float(loss))
 
         t = time.perf_counter()
-        topt.zero_grad()
-        tloss = torch.nn.functional.cross_entropy(mirror(torch.from_numpy(x).to(torch_dtype)), torch.from_numpy(y),
-                                                  label_smoothing=label_smoothing)
-        tloss.backward()
-        topt.step()
+        losses_torch.append(torch_step(mirror, topt, x, y, lr * factor(step)))
         t_torch += time.perf_counter() - t
-        losses_torch.append(tloss.item())
+        if control:
+            rows = shuffle.permutation(len(y))
+            losses_control.append(torch_step(twin, twin_opt, np.ascontiguousarray(x[rows]), y[rows],
+                                             lr * factor(step)))
         if log and (step % max(1, steps // 10) == 0 or step == steps - 1):
             log(f"step {step + 1}/{steps}: loss minitorch {losses_mc[-1]:.6f} torch {losses_torch[-1]:.6f} "
                 f"|diff| {abs(losses_mc[-1] - losses_torch[-1]):.2e}")
@@ -105,13 +124,16 @@ def run(model_name="simple", steps=30, dtype="float64", data=None, batch_size=64
 
     from minitorch_cifar.train import evaluate
     _, acc_mc, _ = evaluate(model, data.test.images, data.test.labels, mean, std, dtype=np_dtype)
-    mirror.eval()
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, len(data.test.labels), 500):
-            xt = torch.from_numpy(normalize(data.test.images[i:i + 500], mean, std, np_dtype))
-            correct += int((mirror(xt).argmax(1).numpy() == data.test.labels[i:i + 500]).sum())
-    acc_torch = 100.0 * correct / max(1, len(data.test.labels))
+
+    def torch_accuracy(net):
+        net.eval()
+        correct = 0
+        with torch.no_grad():
+            for i in range(0, len(data.test.labels), 500):
+                xt = torch.from_numpy(normalize(data.test.images[i:i + 500], mean, std, np_dtype))
+                correct += int((net(xt).argmax(1).numpy() == data.test.labels[i:i + 500]).sum())
+        return 100.0 * correct / max(1, len(data.test.labels))
+    acc_torch = torch_accuracy(mirror)
 
     diffs = np.abs(np.array(losses_mc) - np.array(losses_torch))
     result = dict(
@@ -121,6 +143,9 @@ def run(model_name="simple", steps=30, dtype="float64", data=None, batch_size=64
         losses_minitorch=losses_mc, losses_torch=losses_torch, max_abs_loss_diff=float(diffs.max()),
         max_abs_param_diff=param_diff, test_accuracy_minitorch=acc_mc, test_accuracy_torch=acc_torch,
         seconds_minitorch=t_mc, seconds_torch=t_torch, wall_seconds=time.time() - started)
+    if control:
+        result.update(losses_torch_control=losses_control, test_accuracy_torch_control=torch_accuracy(twin),
+                      max_abs_loss_diff_control=float(np.abs(np.array(losses_torch) - np.array(losses_control)).max()))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "crossval.json").write_text(json.dumps(result, indent=2))
@@ -137,7 +162,11 @@ def _plot(result, path):
     ax.set(xlabel="step", ylabel="training loss", title=f"{result['model']}, {result['dtype']}: same weights, batches, SGD")
     ax.legend()
     diff = np.abs(np.array(result["losses_minitorch"]) - np.array(result["losses_torch"]))
-    ax_diff.semilogy(steps, np.maximum(diff, 1e-20))
+    ax_diff.semilogy(steps, np.maximum(diff, 1e-20), label="minitorch vs torch")
+    if "losses_torch_control" in result:
+        control = np.abs(np.array(result["losses_torch_control"]) - np.array(result["losses_torch"]))
+        ax_diff.semilogy(steps, np.maximum(control, 1e-20), alpha=0.6, label="torch vs torch, rows shuffled")
+        ax_diff.legend()
     ax_diff.set(xlabel="step", ylabel="|loss difference|", title=f"max {diff.max():.2e}")
     for a in (ax, ax_diff):
         a.grid(alpha=0.3)

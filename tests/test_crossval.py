@@ -27,3 +27,17 @@ def test_float64_training_equals_torch(torch, tmp_path, model):
                 "test_accuracy_minitorch", "test_accuracy_torch"):
         assert key in saved
     assert (tmp_path / "crossval.png").stat().st_size > 1000
+
+
+def test_control_twin_trains_the_same_maths_on_shuffled_rows(torch, tmp_path):
+    """The control run sees each batch's rows in another order: in float64 it must track torch to rounding,
+    and in float32 it must not be a copy (else it would measure nothing)."""
+    from minitorch_cifar import crossval
+    f64 = crossval.run("simple", steps=6, dtype="float64", data=synthetic(), batch_size=16, out=tmp_path / "64",
+                       lr=0.05, control=True, log=None)
+    assert len(f64["losses_torch_control"]) == 6
+    assert f64["max_abs_loss_diff_control"] < 1e-9
+    f32 = crossval.run("simple", steps=6, dtype="float32", data=synthetic(), batch_size=16, out=tmp_path / "32",
+                       lr=0.05, control=True, log=None)
+    assert 0 < f32["max_abs_loss_diff_control"] < 1e-3
+    assert "test_accuracy_torch_control" in json.loads((tmp_path / "32" / "crossval.json").read_text())
