@@ -46,6 +46,7 @@ def set_backend(name: str) -> None:
     elif name == "numba":
         from minitorch_cifar.kernels import cpu
         cpu.keep_freed_memory()
+        cpu.blas.sleep_when_idle()
         xp, kernels = np, cpu.KERNELS
     else:
         xp = _import_cupy()

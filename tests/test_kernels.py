@@ -67,6 +67,7 @@ def test_row_shift_convolution_equals_reference(n, c, f, h, w, half, dtype, chun
     x, wt, b = _x((n, c, h, w), dtype), _x((f, c, k, k), dtype, 1), _x((f,), dtype, 2)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cpu.conv, "CHUNK_BYTES", chunk_bytes)
+        mp.setattr(cpu.conv, "ROW_SHIFT_MIN_CHANNELS", 1)
         if direct_blas:
             assert cpu.conv._row_shift_applies(x, k, k, 1, half)
         else:
@@ -143,3 +144,30 @@ def test_every_kernel_has_a_reference_of_the_same_name():
     import minitorch_cifar.nn as nn_pkg  # noqa: F401 - registers every reference
     references = {name for mod in (conv, pool, norm, activation) for name, f in vars(mod).items() if hasattr(f, "reference")}
     assert set(cpu.KERNELS) <= references
+
+
+SPIN_PROBE = """
+import sys, time
+import numpy as np
+import minitorch_cifar as mc
+if sys.argv[1] == "numba":
+    mc.set_backend("numba")
+a = np.ones((1500, 1500), np.float32)
+assert (a @ a)[0, 0] == 1500  # BLAS still works after its thread pool was restarted
+c0 = time.process_time(); time.sleep(0.1); print(time.process_time() - c0)
+"""
+
+
+def test_numba_backend_stops_openblas_threads_spinning_between_calls(tmp_path):
+    """CPU time this process burns while it sleeps right after a GEMM: OpenBLAS's idle workers spin
+    (about 0.1 s by default) unless the numba backend has told them to sleep."""
+    import os
+    import subprocess
+    import sys
+    probe = tmp_path / "probe.py"
+    probe.write_text(SPIN_PROBE)
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    burnt = lambda backend: float(subprocess.check_output([sys.executable, str(probe), backend], env=env))  # noqa: E731
+    if burnt("numpy") < 0.03:
+        pytest.skip("this OpenBLAS does not spin after a call (single-threaded or already told not to)")
+    assert burnt("numba") < 0.03

@@ -13,16 +13,20 @@ import numpy as np
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
 
-def _load():
-    if os.environ.get("MINITORCH_CIFAR_NO_DIRECT_BLAS"):
-        return {}
+def _library():
     here = os.path.dirname(np.__file__)
     for path in glob.glob(os.path.join(here, "..", "numpy.libs", "libscipy_openblas64_*")) + \
             glob.glob(os.path.join(here, ".libs", "libscipy_openblas64_*")):
         try:
-            lib = ctypes.CDLL(path)  # already loaded by numpy: the same library instance and thread pool
+            yield ctypes.CDLL(path)  # already loaded by numpy: the same library instance and thread pool
         except OSError:
             continue
+
+
+def _load():
+    if os.environ.get("MINITORCH_CIFAR_NO_DIRECT_BLAS"):
+        return {}
+    for lib in _library():
         found = {}
         for dtype, name, scalar in ((np.float32, "scipy_cblas_sgemm64_", ctypes.c_float),
                                     (np.float64, "scipy_cblas_dgemm64_", ctypes.c_double)):
@@ -56,3 +60,30 @@ def gemm(a, a_offset, lda, b, b_offset, ldb, c, c_offset, ldc, m, n, k, beta=0.0
     _GEMM[c.dtype](_ROW_MAJOR, _NO_TRANS, _TRANS if trans_b else _NO_TRANS, m, n, k, 1.0,
                    a.ctypes.data + item * a_offset, lda, b.ctypes.data + item * b_offset, ldb,
                    beta, c.ctypes.data + item * c_offset, ldc)
+
+
+def sleep_when_idle(exponent=4):
+    """Make OpenBLAS's worker threads sleep as soon as a BLAS call ends.
+
+    By default they spin for 2**28 cycles (about 0.1 s) waiting for the next call. Between two GEMMs a
+    training step runs Numba kernels on both cores, and the spinning thread takes one of them: on this
+    2-core machine the whole `fast` step ran at 172 images/s with spinning and 210 without
+    (`benchmarks/throughput.py --profile fast`). OpenBLAS reads OPENBLAS_THREAD_TIMEOUT (2**value
+    cycles, 4..30) when it starts its threads, so: set it (unless the user has), re-read the environment
+    and restart the thread pool. Returns whether it could.
+    """
+    global _asleep
+    if _asleep:
+        return True
+    if "OPENBLAS_THREAD_TIMEOUT" not in os.environ:
+        os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(exponent)
+    for lib in _library():
+        read_env, shutdown = getattr(lib, "openblas_read_env", None), getattr(lib, "blas_thread_shutdown_", None)
+        if read_env is not None and shutdown is not None:
+            read_env()
+            shutdown()  # the next call starts the threads again, with the timeout just read
+            _asleep = True
+    return _asleep
+
+
+_asleep = False

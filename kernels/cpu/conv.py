@@ -143,8 +143,12 @@ def _zero_and_col2im(col, dx, kh, kw, stride, padding, OH, OW):
 # Measured at batch 512 (benchmarks/throughput.py --profile; per-layer times in the #5 note):
 # forward 24->64 at 31x31 133 -> 95 ms, 64->64 at 15x15 87 -> 65 ms; input gradient 64->64 95 -> 61 ms,
 # 256->256 at 7x7 173 -> 139 ms; the 64->256 layer unchanged.
+ROW_SHIFT_MIN_CHANNELS = 8  # below this the GEMMs' inner dimension kw*C is too short (RGB input: im2col wins)
+
+
 def _row_shift_applies(x, kh, kw, stride, padding):
-    return (stride == 1 and kh == kw == 2 * padding + 1 and blas.available(x.dtype))
+    return (stride == 1 and kh == kw == 2 * padding + 1 and x.shape[1] >= ROW_SHIFT_MIN_CHANNELS
+            and blas.available(x.dtype))
 
 
 @njit(**OPTS)
