@@ -61,7 +61,7 @@ def config_from_args(args) -> TrainConfig:
 
 def cmd_train(args):
     from minitorch_cifar.train import train
-    config = config_from_args(args)
+    config = TrainConfig(**json.loads(Path(args.config_json).read_text())) if args.config_json else config_from_args(args)
     summary = train(config, progress=args.progress, resume=args.resume)
     if config.distributed:
         return 0
@@ -105,7 +105,8 @@ def cmd_plot(args):
 
 def cmd_seeds(args):
     from minitorch_cifar import experiments
-    summary = experiments.run_seeds(config_from_args(args), args.seeds, jobs=args.jobs, scheduler=args.scheduler, progress=args.progress)
+    summary = experiments.run_seeds(config_from_args(args), args.seeds, jobs=args.jobs, scheduler=args.scheduler,
+                                    progress=args.progress, ranks=args.ranks)
     print(json.dumps({k: summary[k] for k in ("test_accuracies", "mean", "std", "min", "max")}, indent=2))
     return 0 if not summary["failed"] else 1
 
@@ -113,7 +114,8 @@ def cmd_seeds(args):
 def cmd_sweep(args):
     from minitorch_cifar import experiments
     grid = experiments.parse_grid(args.grid)
-    result = experiments.run_sweep(config_from_args(args), grid, jobs=args.jobs, scheduler=args.scheduler, progress=args.progress)
+    result = experiments.run_sweep(config_from_args(args), grid, jobs=args.jobs, scheduler=args.scheduler,
+                                   progress=args.progress, ranks=args.ranks)
     print(result["markdown"])
     return 0 if not result["failed"] else 1
 
@@ -143,6 +145,7 @@ def build_parser():
     p = sub.add_parser("train", help="train a model; writes a run folder")
     add_train_options(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--config-json", default=None, help="train exactly the TrainConfig in this JSON file (other options ignored)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="test accuracy, per-class accuracy and confusion matrix of a checkpoint")
@@ -170,6 +173,7 @@ def build_parser():
             p.set_defaults(func=cmd_sweep)
         p.add_argument("--jobs", type=int, default=1, help="runs at once in local processes")
         p.add_argument("--scheduler", default=None, help="a Dask scheduler address: run on that cluster")
+        p.add_argument("--ranks", type=int, default=1, help="run each training as mpiexec -n RANKS (one core per rank)")
 
     p = sub.add_parser("crossval", help="train the same network in minitorch and torch side by side")
     p.add_argument("--model", default="simple", choices=["simple", "deeper", "resnet", "fast"])

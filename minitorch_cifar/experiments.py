@@ -8,7 +8,12 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import itertools
+import json
 import os
+import shutil
+import subprocess
+import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -29,13 +34,57 @@ def _pin_threads(threads: int):
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 
-def run_one(config_dict: dict, threads: int = 0, progress: bool = False) -> dict:
-    """Train one configuration (a plain dict, so it pickles to any worker); returns its summary."""
+_NOT_RECIPE = ("out", "distributed")  # where a run is written and how it is launched do not change what it trains
+
+
+def finished_summary(config_dict: dict):
+    """The summary of a run of exactly this recipe already finished in its folder, or None: seeds and
+    sweeps pick up where they stopped (a 5-seed result may take several sessions)."""
+    path = Path(config_dict["out"]) / "summary.json"
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    recipe = lambda c: {k: v for k, v in c.items() if k not in _NOT_RECIPE}  # noqa: E731
+    return summary if recipe(summary.get("config", {})) == recipe(config_dict) else None
+
+
+def run_one(config_dict: dict, threads: int = 0, progress: bool = False, ranks: int = 1) -> dict:
+    """Train one configuration (a plain dict, so it pickles to any worker); returns its summary.
+
+    ``ranks`` > 1: launch it as ``mpiexec -n ranks minitorch-cifar train --distributed`` (one core per
+    rank: on this 2-core machine two single-threaded ranks train `fast` 1.2x faster than one process on
+    two threads; see benchmarks/distributed.py). A run whose summary.json (same recipe) exists is reused."""
+    done = finished_summary(config_dict)
+    if done is not None:
+        print(f"{config_dict['out']}: finished before ({done['test_accuracy']:.2f}%), reused")
+        return done
+    if ranks > 1:
+        return _run_mpi(config_dict, ranks, progress)
     if threads:
         _pin_threads(threads)
     from minitorch_cifar.train import train
     config = TrainConfig(**config_dict)
     return train(config, progress=progress, log=print if progress else (lambda *a: None))
+
+
+def _run_mpi(config_dict: dict, ranks: int, progress: bool) -> dict:
+    mpiexec = shutil.which("mpiexec")
+    if mpiexec is None:
+        raise RuntimeError('--ranks needs mpiexec on PATH: pip install -e ".[mpi]"')
+    out = Path(config_dict["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    request = out / "request.json"
+    request.write_text(json.dumps({**config_dict, "distributed": True}, indent=2))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+    started = time.time()
+    argv = [mpiexec, "-n", str(ranks), "-bind-to", "core", sys.executable, "-m", "minitorch_cifar", "train", "--config-json", str(request)]
+    code = subprocess.call(argv + ([] if progress else ["--no-progress"]), env=env)
+    if code != 0 or not (out / "summary.json").is_file():
+        raise RuntimeError(f"mpiexec -n {ranks} training exited with code {code}")
+    summary = json.loads((out / "summary.json").read_text())
+    summary["end_to_end_seconds"] = time.time() - started  # process start, imports and data loading included
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
 
 
 class _Serial(cf.Executor):
@@ -62,13 +111,13 @@ def make_executor(jobs=1, scheduler=None):
     return cf.ProcessPoolExecutor(jobs), max(1, (os.cpu_count() or 1) // jobs)
 
 
-def _run_all(configs: list[TrainConfig], jobs, scheduler, progress, executor=None):
+def _run_all(configs: list[TrainConfig], jobs, scheduler, progress, executor=None, ranks=1):
     own = executor is None
     if own:
         executor, threads = make_executor(jobs, scheduler)
     else:
         threads = 1
-    futures = [executor.submit(run_one, dataclasses.asdict(c), threads, progress and jobs <= 1) for c in configs]
+    futures = [executor.submit(run_one, dataclasses.asdict(c), threads, progress and jobs <= 1, ranks) for c in configs]
     results, failed = [], []
     for config, future in zip(configs, futures):
         try:
@@ -88,11 +137,25 @@ def _write(path: Path, obj):
     _write_json(path, obj)
 
 
-def run_seeds(config: TrainConfig, seeds, jobs=1, scheduler=None, progress=True, executor=None) -> dict:
-    from minitorch_cifar import plots
+def run_seeds(config: TrainConfig, seeds, jobs=1, scheduler=None, progress=True, executor=None, ranks=1) -> dict:
+    """Train the recipe once per seed; ``out/seeds.json`` (+ seeds.png) is rewritten as each run finishes
+    when runs go one after another, so a queue stopped half way keeps what it measured."""
     out = Path(config.out)
     configs = [dataclasses.replace(config, seed=s, out=str(out / f"seed{s}")) for s in seeds]
-    results, failed = _run_all(configs, jobs, scheduler, progress, executor)
+    one_by_one = jobs <= 1 and scheduler is None and executor is None
+    groups = [[c] for c in configs] if one_by_one else [configs]
+    results, failed = [], []
+    for group in groups:
+        r, f = _run_all(group, jobs, scheduler, progress, executor, ranks)
+        results += r
+        failed += f
+        summary = _seed_summary(config, seeds[:len(results)], results, failed, ranks)
+    return summary
+
+
+def _seed_summary(config, seeds, results, failed, ranks):
+    from minitorch_cifar import plots
+    out = Path(config.out)
     done = [(s, r) for s, r in zip(seeds, results) if r is not None]
     accs = [r["test_accuracy"] for _, r in done]
     recipe = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("seed", "out")}
@@ -100,8 +163,8 @@ def run_seeds(config: TrainConfig, seeds, jobs=1, scheduler=None, progress=True,
         test_accuracies=accs, seeds=[s for s, _ in done],
         mean=float(np.mean(accs)) if accs else None, std=float(np.std(accs)) if accs else None,
         min=float(np.min(accs)) if accs else None, max=float(np.max(accs)) if accs else None,
-        minutes_per_run=float(np.mean([r["wall_seconds"] for _, r in done]) / 60) if done else None,
-        recipe=recipe, data=done[0][1]["data"] if done else None, failed=failed)
+        minutes_per_run=float(np.mean([r.get("end_to_end_seconds", r["wall_seconds"]) for _, r in done]) / 60) if done else None,
+        ranks=ranks, recipe=recipe, data=done[0][1]["data"] if done else None, failed=failed)
     _write(out / "seeds.json", summary)
     if accs:
         plots.spread(accs, [str(s) for s, _ in done], out / "seeds.png", title=f"{config.model}: test accuracy per seed")
@@ -130,13 +193,13 @@ def parse_grid(specs) -> dict:
     return grid
 
 
-def run_sweep(config: TrainConfig, grid: dict, jobs=1, scheduler=None, progress=True, executor=None) -> dict:
+def run_sweep(config: TrainConfig, grid: dict, jobs=1, scheduler=None, progress=True, executor=None, ranks=1) -> dict:
     from minitorch_cifar import plots
     out = Path(config.out)
     points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
     names = [",".join(f"{k}={v}" for k, v in p.items()) for p in points]
     configs = [dataclasses.replace(config, **p, out=str(out / n)).validate() for p, n in zip(points, names)]
-    results, failed = _run_all(configs, jobs, scheduler, progress, executor)
+    results, failed = _run_all(configs, jobs, scheduler, progress, executor, ranks)
     rows = []
     for p, n, r in zip(points, names, results):
         if r is not None:

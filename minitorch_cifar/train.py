@@ -426,11 +426,21 @@ def _train(config, data, progress, resume, on_step, log, comm):
 
     if lookahead is not None:
         lookahead.finish()
+    if root and not len(val_split):  # no validation: the last model is the best we know
+        save_checkpoint(out / "best.npz", model, optimizer, checkpoint_meta())
+    test = data.test
+    if comm is None:
+        test_loss, test_acc, _ = evaluate(model, test.images, test.labels, mean, std, config.eval_batch_size, config.tta, dtype)
+    else:  # rank 0's model (its BN statistics too) on every rank, each testing its share of the test set
+        comm.broadcast_model(model)
+        share = slice(comm.rank * len(test.labels) // comm.size, (comm.rank + 1) * len(test.labels) // comm.size)
+        n = share.stop - share.start
+        loss, acc, _ = evaluate(model, test.images[share], test.labels[share], mean, std, config.eval_batch_size, config.tta, dtype) \
+            if n else (0.0, 0.0, None)
+        loss_sum, correct, count = comm.sum([loss * n, acc * n / 100, n])
+        test_loss, test_acc = float(loss_sum / count), float(100 * round(correct) / count)
     if not root:
         return None
-    if not len(val_split):  # no validation: the last model is the best we know
-        save_checkpoint(out / "best.npz", model, optimizer, checkpoint_meta())
-    test_loss, test_acc, _ = evaluate(model, data.test.images, data.test.labels, mean, std, config.eval_batch_size, config.tta, dtype)
     history = state["history"]
     summary = dict(
         test_accuracy=test_acc, test_loss=test_loss, tta=config.tta,

@@ -1,4 +1,5 @@
 """Data-parallel training over MPI, run as real 2-rank jobs under mpiexec."""
+import dataclasses
 import json
 import os
 import shutil
@@ -49,3 +50,29 @@ def test_distributed_cli_run(tiny_folder, tmp_path):
     assert len(history) == 2 and history[-1]["train_accuracy"] > 10
     assert (out / "summary.json").is_file() and (out / "best.npz").is_file()
     assert result.stdout.count("epoch 1/2") == 1  # only rank 0 logs
+
+
+def test_seeds_over_mpi_ranks_then_reused(tiny_folder, tmp_path, monkeypatch, capsys):
+    """`seeds --ranks 2`: each seed trains as a 2-rank mpiexec job; run again, finished seeds are reused,
+    a changed recipe is not."""
+    from minitorch_cifar import experiments
+    from minitorch_cifar.train import TrainConfig
+    monkeypatch.setenv("MINITORCH_CIFAR_DATA", str(tmp_path / "cache"))
+    config = TrainConfig(data=str(tiny_folder), model="simple", width=0.25, epochs=1, batch_size=50, val_size=0,
+                         tta=1, out=str(tmp_path / "seeds"))
+    first = experiments.run_seeds(config, [0, 1], progress=False, ranks=2)
+    assert not first["failed"] and len(first["test_accuracies"]) == 2 and first["ranks"] == 2
+    summary0 = json.loads((tmp_path / "seeds" / "seed0" / "summary.json").read_text())
+    assert summary0["config"]["distributed"] and summary0["end_to_end_seconds"] >= summary0["wall_seconds"]
+    # the two ranks tested half the test set each: together they must score rank 0's final model exactly
+    from minitorch_cifar.data import load_cifar10
+    from minitorch_cifar.train import evaluate, model_from_checkpoint
+    model, meta = model_from_checkpoint(tmp_path / "seeds" / "seed0" / "best.npz")
+    test = load_cifar10(str(tiny_folder)).test
+    loss, acc, _ = evaluate(model, test.images, test.labels, meta["mean"], meta["std"], tta=1)
+    assert acc == pytest.approx(summary0["test_accuracy"], abs=1e-9) and loss == pytest.approx(summary0["test_loss"], rel=1e-5)
+    capsys.readouterr()
+    again = experiments.run_seeds(config, [0, 1], progress=False, ranks=2)
+    assert again["test_accuracies"] == first["test_accuracies"]
+    assert capsys.readouterr().out.count("reused") == 2
+    assert experiments.finished_summary(dataclasses.asdict(dataclasses.replace(config, lr=0.5, out=str(tmp_path / "seeds" / "seed0")))) is None
