@@ -49,8 +49,9 @@ def main():
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--mpiexec-args", default="-bind-to core", help="extra mpiexec options (one core per rank)")
-    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "distributed.json"))
+    p.add_argument("--out", default=None, help="default: benchmarks/results/distributed_<model>.json")
     args = p.parse_args()
+    args.out = args.out or str(Path(__file__).resolve().parent / "results" / f"distributed_{args.model}.json")
     mpiexec = shutil.which("mpiexec")
     if mpiexec is None:
         print('no mpiexec: pip install -e ".[mpi]"')
@@ -64,6 +65,7 @@ def main():
         results.append(r)
         print(f"{ranks} rank(s), 1 core each: {r['images_per_s']:.0f} images/s ({args.model}, global batch {args.batch})")
     print(f"speed-up with 2 ranks: {results[1]['images_per_s'] / results[0]['images_per_s']:.2f}x")
+    print(f"wrote {args.out}")
     Path(args.out).write_text(json.dumps(dict(model=args.model, batch=args.batch, threads_per_rank=1, results=results,
                                               date=time.strftime("%Y-%m-%d %H:%M")), indent=2))
     return 0

@@ -140,9 +140,7 @@ def _zero_and_col2im(col, dx, kh, kw, stride, padding, OH, OW):
 # The input gradient is the same convolution of dout with the flipped, transposed kernel: used when
 # dout has no more channels than x (else its kw shifted copies outweigh the column matrix). The weight
 # gradient stays im2col + one GEMM: as kh GEMMs with a long inner dimension it was no faster.
-# Measured at batch 512 (benchmarks/throughput.py --profile; per-layer times in the #5 note):
-# forward 24->64 at 31x31 133 -> 95 ms, 64->64 at 15x15 87 -> 65 ms; input gradient 64->64 95 -> 61 ms,
-# 256->256 at 7x7 173 -> 139 ms; the 64->256 layer unchanged.
+# Per layer, beside the im2col path and torch: python benchmarks/conv_layers.py --arch fast --batch 512.
 ROW_SHIFT_MIN_CHANNELS = 8  # below this the GEMMs' inner dimension kw*C is too short (RGB input: im2col wins)
 
 

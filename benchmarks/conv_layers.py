@@ -1,0 +1,102 @@
+"""Each convolution of a network, forward and backward, numba kernels beside torch: which layer costs what.
+
+    python benchmarks/conv_layers.py --arch fast --batch 512     # writes benchmarks/results/conv_layers_fast.json
+
+For every Conv2d of the architecture (shapes taken from the model itself): the numba kernel with the
+row-shift path on (the default) and forced off (im2col + one GEMM, what runs where NumPy's BLAS cannot
+be called directly), and torch.nn.functional.conv2d, float32, same threads, medians of alternated
+repetitions. Backward = weight, bias and (but for the first layer) input gradients.
+"""
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+import minitorch_cifar as mc
+from minitorch_cifar import models, nn
+
+
+def conv_shapes(arch, batch):
+    """(in, out, kernel, padding, stride, H, W) of every Conv2d, in order, by running a forward pass."""
+    model, shapes = models.build_model(arch), []
+    x = np.zeros((batch, 3, 32, 32), np.float32)
+    for layer in model.layers:
+        if isinstance(layer, nn.Conv2d):
+            shapes.append((layer.in_channels, layer.out_channels, layer.kernel_size[0], layer.padding, layer.stride, *x.shape[2:]))
+        x = layer.forward(x)
+    return shapes
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--arch", default="fast", choices=["simple", "deeper", "fast"])  # flat Sequentials
+    p.add_argument("--batch", type=int, default=512)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    args = p.parse_args()
+    import numba
+    import torch
+    from threadpoolctl import threadpool_limits
+    mc.set_backend("numba")
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    threadpool_limits(args.threads)
+    torch.set_num_threads(args.threads)
+    from minitorch_cifar.kernels.cpu import conv as K
+
+    def median_ms(fn):
+        fn()
+        times = []
+        for _ in range(args.reps):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return 1e3 * statistics.median(times)
+
+    rng = np.random.default_rng(0)
+    rows = []
+    print(f"{args.arch}, batch {args.batch}, {args.threads} threads; ms per call (forward / backward)")
+    print(f"{'layer':<22}{'row-shift':>16}{'im2col':>16}{'torch':>16}")
+    for c, f, k, pad, stride, h, w in conv_shapes(args.arch, args.batch):
+        x = rng.standard_normal((args.batch, c, h, w)).astype(np.float32)
+        wt = (0.1 * rng.standard_normal((f, c, k, k))).astype(np.float32)
+        b = np.zeros(f, np.float32)
+        need_dx = c != 3
+        y, saved = K.conv2d_forward(x, wt, b, stride, pad)
+        dout = rng.standard_normal(y.shape).astype(np.float32)
+        ours = {}
+        for path in ("row-shift", "im2col"):
+            old = K.ROW_SHIFT_MIN_CHANNELS
+            K.ROW_SHIFT_MIN_CHANNELS = old if path == "row-shift" else 1 << 30
+            try:
+                ours[path] = (median_ms(lambda: K.conv2d_forward(x, wt, b, stride, pad)),
+                              median_ms(lambda: K.conv2d_backward(dout, saved, wt, stride, pad, need_dx)))
+            finally:
+                K.ROW_SHIFT_MIN_CHANNELS = old
+        xt = torch.from_numpy(x).requires_grad_(need_dx)
+        wtt, bt, dt = torch.from_numpy(wt).requires_grad_(), torch.from_numpy(b).requires_grad_(), torch.from_numpy(dout)
+
+        def t_forward():
+            with torch.no_grad():
+                torch.nn.functional.conv2d(xt, wtt, bt, stride, pad)
+
+        def t_both():
+            out = torch.nn.functional.conv2d(xt, wtt, bt, stride, pad)
+            torch.autograd.grad(out, [wtt, bt] + ([xt] if need_dx else []), dt)
+        fwd = median_ms(t_forward)
+        theirs = (fwd, median_ms(t_both) - fwd)
+        name = f"{c}->{f} k{k} {h}x{w}"
+        print(f"{name:<22}" + "".join(f"{a:>8.1f}/{b_:<7.1f}" for a, b_ in (ours["row-shift"], ours["im2col"], theirs)))
+        rows.append(dict(layer=name, row_shift_ms=ours["row-shift"], im2col_ms=ours["im2col"], torch_ms=theirs))
+    total = lambda key: sum(sum(r[key]) for r in rows)  # noqa: E731
+    print(f"{'total (fwd+bwd)':<22}{total('row_shift_ms'):>16.1f}{total('im2col_ms'):>16.1f}{total('torch_ms'):>16.1f}")
+    out = Path(__file__).resolve().parent / "results" / f"conv_layers_{args.arch}.json"
+    out.write_text(json.dumps(dict(arch=args.arch, batch=args.batch, threads=args.threads, layers=rows), indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
