@@ -2,9 +2,9 @@
 
     python benchmarks/conv_layers.py --arch fast --batch 512     # writes benchmarks/results/conv_layers_fast.json
 
-For every Conv2d of the architecture (shapes taken from the model itself): the numba kernel with the
-row-shift path on (the default) and forced off (im2col + one GEMM, what runs where NumPy's BLAS cannot
-be called directly), and torch.nn.functional.conv2d, float32, same threads, medians of alternated
+For every Conv2d of the architecture (shapes taken from the model itself): the numba kernel as it runs
+(the row-shift path where it applies, see kernels/cpu/conv.py) and with im2col + one GEMM forced (what
+runs where NumPy's BLAS cannot be called directly), and torch.nn.functional.conv2d, float32, same threads, medians of alternated
 repetitions. Backward = weight, bias and (but for the first layer) input gradients.
 """
 import argparse
@@ -59,7 +59,7 @@ def main():
     rng = np.random.default_rng(0)
     rows = []
     print(f"{args.arch}, batch {args.batch}, {args.threads} threads; ms per call (forward / backward)")
-    print(f"{'layer':<22}{'row-shift':>16}{'im2col':>16}{'torch':>16}")
+    print(f"{'layer':<22}{'numba (path)':>22}{'im2col forced':>16}{'torch':>16}")
     for c, f, k, pad, stride, h, w in conv_shapes(args.arch, args.batch):
         x = rng.standard_normal((args.batch, c, h, w)).astype(np.float32)
         wt = (0.1 * rng.standard_normal((f, c, k, k))).astype(np.float32)
@@ -68,14 +68,15 @@ def main():
         y, saved = K.conv2d_forward(x, wt, b, stride, pad)
         dout = rng.standard_normal(y.shape).astype(np.float32)
         ours = {}
-        for path in ("row-shift", "im2col"):
+        for path in ("default", "im2col"):
             old = K.ROW_SHIFT_MIN_CHANNELS
-            K.ROW_SHIFT_MIN_CHANNELS = old if path == "row-shift" else 1 << 30
+            K.ROW_SHIFT_MIN_CHANNELS = old if path == "default" else 1 << 30
             try:
                 ours[path] = (median_ms(lambda: K.conv2d_forward(x, wt, b, stride, pad)),
                               median_ms(lambda: K.conv2d_backward(dout, saved, wt, stride, pad, need_dx)))
             finally:
                 K.ROW_SHIFT_MIN_CHANNELS = old
+        applies = K._row_shift_applies(x, k, k, stride, pad)
         xt = torch.from_numpy(x).requires_grad_(need_dx)
         wtt, bt, dt = torch.from_numpy(wt).requires_grad_(), torch.from_numpy(b).requires_grad_(), torch.from_numpy(dout)
 
@@ -89,10 +90,11 @@ def main():
         fwd = median_ms(t_forward)
         theirs = (fwd, median_ms(t_both) - fwd)
         name = f"{c}->{f} k{k} {h}x{w}"
-        print(f"{name:<22}" + "".join(f"{a:>8.1f}/{b_:<7.1f}" for a, b_ in (ours["row-shift"], ours["im2col"], theirs)))
-        rows.append(dict(layer=name, row_shift_ms=ours["row-shift"], im2col_ms=ours["im2col"], torch_ms=theirs))
+        used = "row-shift" if applies else "im2col"
+        print(f"{name:<22}{used:>7}" + "".join(f"{a:>8.1f}/{b_:<7.1f}" for a, b_ in (ours["default"], ours["im2col"], theirs)))
+        rows.append(dict(layer=name, path=used, numba_ms=ours["default"], im2col_forced_ms=ours["im2col"], torch_ms=theirs))
     total = lambda key: sum(sum(r[key]) for r in rows)  # noqa: E731
-    print(f"{'total (fwd+bwd)':<22}{total('row_shift_ms'):>16.1f}{total('im2col_ms'):>16.1f}{total('torch_ms'):>16.1f}")
+    print(f"{'total (fwd+bwd)':<29}{total('numba_ms'):>15.1f}{total('im2col_forced_ms'):>16.1f}{total('torch_ms'):>16.1f}")
     out = Path(__file__).resolve().parent / "results" / f"conv_layers_{args.arch}.json"
     out.write_text(json.dumps(dict(arch=args.arch, batch=args.batch, threads=args.threads, layers=rows), indent=2))
     print(f"wrote {out}")

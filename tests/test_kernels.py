@@ -68,6 +68,7 @@ def test_row_shift_convolution_equals_reference(n, c, f, h, w, half, dtype, chun
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cpu.conv, "CHUNK_BYTES", chunk_bytes)
         mp.setattr(cpu.conv, "ROW_SHIFT_MIN_CHANNELS", 1)
+        mp.setattr(cpu.conv, "ROW_SHIFT_MIN_ROWS", 1)
         if direct_blas:
             assert cpu.conv._row_shift_applies(x, k, k, 1, half)
         else:

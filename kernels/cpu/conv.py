@@ -141,12 +141,16 @@ def _zero_and_col2im(col, dx, kh, kw, stride, padding, OH, OW):
 # dout has no more channels than x (else its kw shifted copies outweigh the column matrix). The weight
 # gradient stays im2col + one GEMM: as kh GEMMs with a long inner dimension it was no faster.
 # Per layer, beside the im2col path and torch: python benchmarks/conv_layers.py --arch fast --batch 512.
-ROW_SHIFT_MIN_CHANNELS = 8  # below this the GEMMs' inner dimension kw*C is too short (RGB input: im2col wins)
+# Where it pays (benchmarks/conv_layers.py): below 8 input channels the GEMMs' inner dimension kw*C is too
+# short (RGB input: im2col wins); below 8 rows the shared zero rows cost more work (1/7 at 7x7) than the
+# smaller buffer saves.
+ROW_SHIFT_MIN_CHANNELS = 8
+ROW_SHIFT_MIN_ROWS = 8
 
 
 def _row_shift_applies(x, kh, kw, stride, padding):
     return (stride == 1 and kh == kw == 2 * padding + 1 and x.shape[1] >= ROW_SHIFT_MIN_CHANNELS
-            and blas.available(x.dtype))
+            and x.shape[2] >= ROW_SHIFT_MIN_ROWS and blas.available(x.dtype))
 
 
 @njit(**OPTS)
