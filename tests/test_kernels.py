@@ -167,7 +167,10 @@ def test_numba_backend_stops_openblas_threads_spinning_between_calls(tmp_path):
     import sys
     probe = tmp_path / "probe.py"
     probe.write_text(SPIN_PROBE)
-    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    # two BLAS threads whatever earlier tests pinned in this process's environment (OMP_NUM_THREADS=1 makes
+    # OpenBLAS single-threaded: nothing would spin and the test would show nothing)
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_THREAD_TIMEOUT", "OMP_NUM_THREADS")}
+    env["OPENBLAS_NUM_THREADS"] = "2"
     burnt = lambda backend: float(subprocess.check_output([sys.executable, str(probe), backend], env=env))  # noqa: E731
     if burnt("numpy") < 0.03:
         pytest.skip("this OpenBLAS does not spin after a call (single-threaded or already told not to)")
