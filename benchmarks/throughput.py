@@ -225,9 +225,13 @@ def main():
                                python=platform.python_version(), numpy=np.__version__, numba=numba.__version__,
                                torch=torch.__version__, openblas_env=env),
                   date=time.strftime("%Y-%m-%d %H:%M"), results=[])
-    print(f"threads {args.threads}; OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']} OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}")
-    header = f"{'arch':<7}{'batch':>6}  {'framework':<16}{'train img/s':>12}{'ratio':>7}{'infer img/s':>12}{'ratio':>7}{'peak MiB':>10}{'ratio':>7}"
-    print(header)
+    lines = []
+
+    def say(line):  # the table goes to the terminal and, beside the JSON, to a .txt
+        print(line)
+        lines.append(line)
+    say(f"threads {args.threads}; OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']} OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}  ({report['date']})")
+    say(f"{'arch':<7}{'batch':>6}  {'framework':<16}{'train img/s':>12}{'ratio':>7}{'infer img/s':>12}{'ratio':>7}{'peak MiB':>10}{'ratio':>7}")
     for arch in args.archs.split(","):
         for batch in map(int, args.batches.split(",")):
             r = bench(arch, batch, args.backends.split(","), args.reps, args.threads)
@@ -238,11 +242,12 @@ def main():
                     r[name]["memory_ratio_vs_torch"] = r[name]["train_peak_mib"] / max(1e-9, r["torch"]["train_peak_mib"])
             for name, v in r.items():
                 mem = f"{v['train_peak_mib']:>10.0f}{v['memory_ratio_vs_torch']:>7.2f}" if "train_peak_mib" in v else ""
-                print(f"{arch:<7}{batch:>6}  {name:<16}{v['train_images_per_s']:>12.0f}{v['train_ratio_vs_torch']:>7.2f}"
-                      f"{v['infer_images_per_s']:>12.0f}{v['infer_ratio_vs_torch']:>7.2f}{mem}")
+                say(f"{arch:<7}{batch:>6}  {name:<16}{v['train_images_per_s']:>12.0f}{v['train_ratio_vs_torch']:>7.2f}"
+                    f"{v['infer_images_per_s']:>12.0f}{v['infer_ratio_vs_torch']:>7.2f}{mem}")
             report["results"].append(dict(arch=arch, batch=batch, frameworks=r))
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(report, indent=2))
+            Path(args.out).with_suffix(".txt").write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 
 
