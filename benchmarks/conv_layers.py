@@ -4,8 +4,9 @@
 
 For every Conv2d of the architecture (shapes taken from the model itself): the numba kernel as it runs
 (the row-shift path where it applies, see kernels/cpu/conv.py) and with im2col + one GEMM forced (what
-runs where NumPy's BLAS cannot be called directly), and torch.nn.functional.conv2d, float32, same threads, medians of alternated
-repetitions. Backward = weight, bias and (but for the first layer) input gradients.
+runs where NumPy's BLAS cannot be called directly), and torch.nn.functional.conv2d, float32, same threads, medians of repetitions.
+Also, in GFLOP/s: NumPy's sgemm alone on the layer's forward product (what bounds any convolution
+built on it) and torch's whole forward convolution. Backward = weight, bias and (but for the first layer) input gradients.
 """
 import argparse
 import json
@@ -59,7 +60,8 @@ def main():
     rng = np.random.default_rng(0)
     rows = []
     print(f"{args.arch}, batch {args.batch}, {args.threads} threads; ms per call (forward / backward)")
-    print(f"{'layer':<22}{'numba (path)':>22}{'im2col forced':>16}{'torch':>16}")
+    print(f"{'layer':<22}{'numba (path)':>22}{'im2col forced':>16}{'torch':>16}{'sgemm':>9}{'torch':>9}  (GFLOP/s: NumPy's"
+          f" GEMM on the layer's forward product; torch's forward conv)")
     for c, f, k, pad, stride, h, w in conv_shapes(args.arch, args.batch):
         x = rng.standard_normal((args.batch, c, h, w)).astype(np.float32)
         wt = (0.1 * rng.standard_normal((f, c, k, k))).astype(np.float32)
@@ -89,10 +91,19 @@ def main():
             torch.autograd.grad(out, [wtt, bt] + ([xt] if need_dx else []), dt)
         fwd = median_ms(t_forward)
         theirs = (fwd, median_ms(t_both) - fwd)
+        # the ceiling of any GEMM-based convolution: NumPy's sgemm alone on this layer's forward product, one
+        # chunk of columns as the im2col path feeds it, beside torch's whole forward convolution
+        oh, ow = y.shape[2:]
+        gemm_k, cols = c * k * k, K._chunk(args.batch, c * k * k, oh * ow, 4) * oh * ow
+        a, bm, cm = (rng.standard_normal(s).astype(np.float32) for s in ((f, gemm_k), (gemm_k, cols), (f, cols)))
+        sgemm_gflops = 2 * f * gemm_k * cols / median_ms(lambda: np.matmul(a, bm, out=cm)) / 1e6
+        torch_gflops = 2 * args.batch * oh * ow * f * gemm_k / fwd / 1e6
         name = f"{c}->{f} k{k} {h}x{w}"
         used = "row-shift" if applies else "im2col"
-        print(f"{name:<22}{used:>7}" + "".join(f"{a:>8.1f}/{b_:<7.1f}" for a, b_ in (ours["default"], ours["im2col"], theirs)))
-        rows.append(dict(layer=name, path=used, numba_ms=ours["default"], im2col_forced_ms=ours["im2col"], torch_ms=theirs))
+        print(f"{name:<22}{used:>7}" + "".join(f"{a_:>8.1f}/{b_:<7.1f}" for a_, b_ in (ours["default"], ours["im2col"], theirs))
+              + f"{sgemm_gflops:>9.0f}{torch_gflops:>9.0f}")
+        rows.append(dict(layer=name, path=used, numba_ms=ours["default"], im2col_forced_ms=ours["im2col"], torch_ms=theirs,
+                         numpy_sgemm_gflops=sgemm_gflops, torch_forward_gflops=torch_gflops))
     total = lambda key: sum(sum(r[key]) for r in rows)  # noqa: E731
     print(f"{'total (fwd+bwd)':<29}{total('numba_ms'):>15.1f}{total('im2col_forced_ms'):>16.1f}{total('torch_ms'):>16.1f}")
     out = Path(__file__).resolve().parent / "results" / f"conv_layers_{args.arch}.json"

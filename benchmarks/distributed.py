@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from minitorch_cifar.experiments import ONE_CORE_PER_RANK
+
 CHILD = r'''
 import sys, time, json, numpy as np
 import minitorch_cifar as mc
@@ -56,7 +58,7 @@ def main():
     if mpiexec is None:
         print('no mpiexec: pip install -e ".[mpi]"')
         return 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+    env = {**os.environ, **ONE_CORE_PER_RANK}
     results = []
     for ranks in (1, 2):
         out = subprocess.run([mpiexec, "-n", str(ranks), *args.mpiexec_args.split(), sys.executable, "-c", CHILD, args.model, str(args.batch), str(args.steps)],

@@ -21,8 +21,7 @@ mc.set_backend("numba")
 cifar = data.load_cifar10(args.data)
 train, val = data.train_val_split(cifar.train, val_size=min(5000, len(cifar.train) // 10), seed=0)
 if args.subset:  # a random subset: image folders are stored class by class
-    keep = np.random.default_rng(0).permutation(len(train))[:args.subset]
-    train = data.Split(train.images[keep], train.labels[keep])
+    train = data.random_subset(train, args.subset, seed=0)
 mean, std = data.channel_stats(train.images)  # from the training split only
 
 model = models.build_model("simple")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from minitorch_cifar import backend, nn, optim
-from minitorch_cifar.data import Augment, BatchLoader, channel_stats, load_cifar10, normalize
+from minitorch_cifar.data import Augment, BatchLoader, channel_stats, load_cifar10, normalize, random_subset
 from minitorch_cifar.models import build_model, init_whitening
 from minitorch_cifar.torch_mirror import to_torch
 
@@ -38,10 +38,8 @@ def run(model_name="simple", steps=30, dtype="float64", data=None, batch_size=64
     torch_dtype = torch.float64 if np_dtype == np.float64 else torch.float32
     if data is None or isinstance(data, (str, Path)):
         data = load_cifar10(data)
-    images, labels = data.train.images, data.train.labels
-    if train_subset:
-        keep = np.random.default_rng(seed).permutation(len(labels))[:train_subset]
-        images, labels = images[keep], labels[keep]
+    train = random_subset(data.train, train_subset, seed) if train_subset else data.train
+    images, labels = train.images, train.labels
     mean, std = channel_stats(images)
     steps_per_epoch = len(labels) // batch_size
     if epochs:
@@ -56,26 +54,27 @@ def run(model_name="simple", steps=30, dtype="float64", data=None, batch_size=64
     mirror = to_torch(model)
 
     # the same SGD in both: weight decay on conv/linear weights only, frozen parameters left out
-    theirs = dict(mirror.named_parameters())
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     decay = [n for n, p in named if p.data.ndim > 1]
     other = [n for n, p in named if p.data.ndim <= 1]
-    params = dict(model.named_parameters())
-    opt = optim.SGD([{"params": [params[n] for n in decay]}, {"params": [params[n] for n in other], "weight_decay": 0.0}],
-                    lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
-    topt = torch.optim.SGD([{"params": [theirs[n] for n in decay]}, {"params": [theirs[n] for n in other], "weight_decay": 0.0}],
-                           lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
+
+    def groups(params: dict):
+        return [{"params": [params[n] for n in decay]}, {"params": [params[n] for n in other], "weight_decay": 0.0}]
+
+    def torch_sgd(net):
+        return torch.optim.SGD(groups(dict(net.named_parameters())), lr=lr, momentum=momentum, nesterov=True,
+                               weight_decay=weight_decay)
+    opt = optim.SGD(groups(dict(model.named_parameters())), lr=lr, momentum=momentum, nesterov=True,
+                    weight_decay=weight_decay)
+    topt = torch_sgd(mirror)
     factor = optim.warmup_linear(steps, warmup=0.2)
     loss_fn = nn.CrossEntropyLoss(label_smoothing)
     loader = BatchLoader(images, labels, batch_size, mean, std, seed=seed, augment=Augment("crop,flip", padding=2),
                          dtype=np_dtype, prefetch=False)  # host arrays, augmented once, fed to both frameworks
 
-    twin = copy.deepcopy(mirror) if control else None
     if control:
-        twin_params = dict(twin.named_parameters())
-        twin_opt = torch.optim.SGD([{"params": [twin_params[n] for n in decay]},
-                                    {"params": [twin_params[n] for n in other], "weight_decay": 0.0}],
-                                   lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
+        twin = copy.deepcopy(mirror)
+        twin_opt = torch_sgd(twin)
         shuffle = np.random.default_rng(seed + 1)
 
     def torch_step(net, optimizer, x, y, step_lr):
@@ -112,8 +111,7 @@ def run(model_name="simple", steps=30, dtype="float64", data=None, batch_size=64
         t_torch += time.perf_counter() - t
         if control:
             rows = shuffle.permutation(len(y))
-            losses_control.append(torch_step(twin, twin_opt, np.ascontiguousarray(x[rows]), y[rows],
-                                             lr * factor(step)))
+            losses_control.append(torch_step(twin, twin_opt, x[rows], y[rows], lr * factor(step)))
         if log and (step % max(1, steps // 10) == 0 or step == steps - 1):
             log(f"step {step + 1}/{steps}: loss minitorch {losses_mc[-1]:.6f} torch {losses_torch[-1]:.6f} "
                 f"|diff| {abs(losses_mc[-1] - losses_torch[-1]):.2e}")

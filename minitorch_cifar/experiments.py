@@ -34,6 +34,7 @@ def _pin_threads(threads: int):
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 
+ONE_CORE_PER_RANK = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}  # MPI ranks' env
 _NOT_RECIPE = ("out", "distributed")  # where a run is written and how it is launched do not change what it trains
 
 
@@ -75,7 +76,7 @@ def _run_mpi(config_dict: dict, ranks: int, progress: bool) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     request = out / "request.json"
     request.write_text(json.dumps({**config_dict, "distributed": True}, indent=2))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+    env = {**os.environ, **ONE_CORE_PER_RANK}
     started = time.time()
     argv = [mpiexec, "-n", str(ranks), "-bind-to", "core", sys.executable, "-m", "minitorch_cifar", "train", "--config-json", str(request)]
     code = subprocess.call(argv + ([] if progress else ["--no-progress"]), env=env)
@@ -83,7 +84,7 @@ def _run_mpi(config_dict: dict, ranks: int, progress: bool) -> dict:
         raise RuntimeError(f"mpiexec -n {ranks} training exited with code {code}")
     summary = json.loads((out / "summary.json").read_text())
     summary["end_to_end_seconds"] = time.time() - started  # process start, imports and data loading included
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    _write(out / "summary.json", summary)
     return summary
 
 
@@ -143,7 +144,7 @@ def run_seeds(config: TrainConfig, seeds, jobs=1, scheduler=None, progress=True,
     out = Path(config.out)
     configs = [dataclasses.replace(config, seed=s, out=str(out / f"seed{s}")) for s in seeds]
     one_by_one = jobs <= 1 and scheduler is None and executor is None
-    groups = [[c] for c in configs] if one_by_one else [configs]
+    groups = ([[c] for c in configs] if one_by_one else [configs]) or [[]]
     results, failed = [], []
     for group in groups:
         r, f = _run_all(group, jobs, scheduler, progress, executor, ranks)

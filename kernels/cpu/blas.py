@@ -1,8 +1,8 @@
 """NumPy's own BLAS, called directly for what ``np.matmul`` cannot say: accumulate into the output
 (beta = 1) and read a matrix that starts mid-array with its own row stride (lda/ldb). The row-shift
 convolution in conv.py needs both. NumPy's wheels ship OpenBLAS as ``numpy.libs/libscipy_openblas64_*``
-(64-bit integers, symbols prefixed ``scipy_``); where that library is not found, ``gemm`` is None and
-conv.py keeps its im2col path.
+(64-bit integers, symbols prefixed ``scipy_``); where that library is not found, ``available`` says so
+and conv.py keeps its im2col path.
 """
 import ctypes
 import glob
@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+_asleep = False  # set once sleep_when_idle has restarted the thread pool
 
 
 def _library():
@@ -24,8 +25,6 @@ def _library():
 
 
 def _load():
-    if os.environ.get("MINITORCH_CIFAR_NO_DIRECT_BLAS"):
-        return {}
     for lib in _library():
         found = {}
         for dtype, name, scalar in ((np.float32, "scipy_cblas_sgemm64_", ctypes.c_float),
@@ -67,7 +66,7 @@ def sleep_when_idle(exponent=4):
 
     By default they spin for 2**28 cycles (about 0.1 s) waiting for the next call. Between two GEMMs a
     training step runs Numba kernels on both cores, and the spinning thread takes one of them: on this
-    2-core machine the whole `fast` step ran at 172 images/s with spinning and 210 without
+    2-core machine the whole `fast` step ran at 172 images/s with spinning and 204 without
     (`benchmarks/throughput.py --profile fast`). OpenBLAS reads OPENBLAS_THREAD_TIMEOUT (2**value
     cycles, 4..30) when it starts its threads, so: set it (unless the user has), re-read the environment
     and restart the thread pool. Returns whether it could.
@@ -83,7 +82,5 @@ def sleep_when_idle(exponent=4):
             read_env()
             shutdown()  # the next call starts the threads again, with the timeout just read
             _asleep = True
+            break
     return _asleep
-
-
-_asleep = False

@@ -220,7 +220,6 @@ def conv2d_forward(x, weight, bias, stride, padding):
         x = np.ascontiguousarray(x)
         out = np.empty((N, F, H, W), dtype=x.dtype)
         return _row_shift_conv(x, _rows_of(weight), bias, padding, out), x
-    F, _, kh, kw = weight.shape
     OH, OW = _out_size(H, kh, stride, padding), _out_size(W, kw, stride, padding)
     P, K = OH * OW, C * kh * kw
     x = np.ascontiguousarray(x)
