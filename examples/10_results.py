@@ -37,17 +37,33 @@ EXPERIMENTS = {
     # float32 over five seeds, each with a torch control run (rows shuffled: only rounding differs)
     "crossval-f32-seeds": [
         f"crossval --model simple --epochs 1 --dtype float32 --data {DATA} --batch-size 64 --lr 0.05 --seed {seed} --control "
-        f"--out runs/crossval-f32-control-seed{seed}" for seed in (0, 1, 2, 3, 4)],
+        f"--out runs/crossval-f32-control-seed{seed}" for seed in (0, 1, 2, 3, 4)]
+        + ["crossval-summary 'runs/crossval-f32-control-seed*' --out runs/crossval-f32-control-summary"],
+    # the control that rounds as minitorch does: torch with oneDNN off convolves by im2col + GEMM
+    "crossval-f32-im2col": [
+        f"crossval --model simple --epochs 1 --dtype float32 --data {DATA} --batch-size 64 --lr 0.05 --seed {seed} --control im2col "
+        f"--out runs/crossval-f32-im2col-seed{seed}" for seed in range(10)]
+        + ["crossval-summary 'runs/crossval-f32-im2col-seed*' --out runs/crossval-f32-im2col-summary"],
     "fast-baseline": [f"{BASELINE} --seed 0 --out runs/fast-baseline-seed0"],
     "fast": [f"{FAST.format(epochs=10)} --seed 0 --out runs/fast-10ep-seed0"],
     "fast-seeds": [f"seeds --seeds 0 1 2 3 4 {FAST.format(epochs=10)[len('train '):]} --out runs/fast-seeds"],
     # the main recipe within the 30-minute budget: 8 epochs, two single-threaded MPI ranks (1.2x one
     # two-threaded process here); seeds already finished in runs/fast8-seeds are reused
     "fast8-seeds": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {FAST.format(epochs=8)[len('train '):]} --out runs/fast8-seeds"],
+    # airbench's own BN momentum (0.4 of each batch) and whitening bias frozen after 3 epochs, against fast8-seeds
+    "fast8-airbench-bn": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {FAST.format(epochs=8)[len('train '):]} --bn-momentum 0.4 "
+                          f"--whiten-bias-epochs 3 --out runs/fast8-airbench-bn"],
     "architectures": [f"sweep --grid model=simple,deeper,resnet,fast --data {DATA} --epochs 2 --train-subset 10000 "
                       f"--batch-size 128 --lr 0.05 --augment crop,flip --out runs/architectures"],
     "activations": [f"sweep --grid activation=relu,leaky_relu,elu,gelu,tanh --data {DATA} --model simple --bn --epochs 3 "
                     f"--train-subset 20000 --batch-size 128 --lr 0.05 --augment crop,flip --out runs/activations"],
+    # experiment 4 on `simple` with 10,000 training images, so that a sweep takes minutes: lr and batch size
+    # at 3 epochs, the number of epochs at lr 0.05 (onecycle: each run anneals to 0 at its own end)
+    "hyperparameters": [
+        f"sweep --grid {grid} --data {DATA} --model simple --train-subset 10000 --batch-size 128 --lr 0.05 "
+        f"--epochs 3 --augment crop,flip --out runs/hyper-{name}"
+        for name, grid in (("lr", "lr=0.01,0.02,0.05,0.1,0.2,0.4"), ("batch", "batch_size=32,64,128,256,512"),
+                           ("epochs", "epochs=1,2,4,8"))],
     # regularisation on 10,000 training images, so that overfitting shows within minutes
     "regularisation": [
         f"train --data {DATA} --model simple --epochs 12 --train-subset 10000 --batch-size 128 --lr 0.05 {flags} --out runs/reg/{name}"

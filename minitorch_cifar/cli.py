@@ -26,7 +26,7 @@ def add_train_options(p):
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     _bool_flag(p, "decay-bias-bn", d.decay_bias_bn, "weight decay on biases and batch-norm parameters too (default: off)")
     p.add_argument("--bias-lr-scale", type=float, default=d.bias_lr_scale, help="lr multiplier for batch-norm parameters")
-    p.add_argument("--schedule", default=d.schedule, help="constant, step, cosine, onecycle (linear warmup then linear decay)")
+    p.add_argument("--schedule", default=d.schedule, help="constant, step, cosine, onecycle (linear warmup then linear decay), warmup_linear, airbench")
     p.add_argument("--warmup", type=float, default=d.warmup, help="fraction of steps of linear warmup")
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument("--activation", default=None, help="relu, leaky_relu, elu, gelu, tanh (default: the model's)")
@@ -46,6 +46,10 @@ def add_train_options(p):
                    help="test-time augmentation for the final test: 1 mirror, 2 mirror and 1-pixel shifts (--tta alone: 1)")
     _bool_flag(p, "dirac-init", d.dirac_init, "start 3x3 convs as partly the identity")
     _bool_flag(p, "lookahead", d.lookahead, "airbench's lookahead EMA of the weights every 5 steps")
+    p.add_argument("--bn-momentum", type=float, default=d.bn_momentum,
+                   help="share of each batch in batch norm's running statistics, as in PyTorch (default: the model's)")
+    p.add_argument("--whiten-bias-epochs", type=int, default=d.whiten_bias_epochs,
+                   help="fast: freeze the whitening stem's bias after this many epochs (airbench: 3; default 0: never)")
     p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
     p.add_argument("--train-subset", type=int, default=d.train_subset, help="train on only the first N images (quick checks)")
     p.add_argument("--out", default=d.out, help="run folder")
@@ -120,6 +124,13 @@ def cmd_sweep(args):
     return 0 if not result["failed"] else 1
 
 
+def cmd_crossval_summary(args):
+    from minitorch_cifar import crossval
+    summary = crossval.summarize(args.runs, args.out)
+    print(f"{summary['runs']} runs, control: {crossval.CONTROL_LABELS[summary['control']]}\n{summary['markdown']}")
+    return 0
+
+
 def cmd_crossval(args):
     from minitorch_cifar import crossval
     result = crossval.run(args.model, args.steps, args.dtype, args.data, args.batch_size, args.seed, args.out,
@@ -128,7 +139,7 @@ def cmd_crossval(args):
           f"{result['max_abs_param_diff']:.3g}; test accuracy minitorch {result['test_accuracy_minitorch']:.2f}% "
           f"torch {result['test_accuracy_torch']:.2f}%; wrote {args.out}/crossval.json and crossval.png")
     if args.control:
-        print(f"control (torch, rows of each batch shuffled: only rounding differs): test accuracy "
+        print(f"control ({crossval.CONTROL_LABELS[args.control]}: only rounding differs): test accuracy "
               f"{result['test_accuracy_torch_control']:.2f}%, max |loss difference| to torch {result['max_abs_loss_diff_control']:.3g}")
     return 0
 
@@ -186,9 +197,16 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-subset", type=int, default=0)
     p.add_argument("--out", default="runs/crossval")
-    p.add_argument("--control", action="store_true",
-                   help="also train a torch copy on row-shuffled batches: the float-rounding yardstick")
+    p.add_argument("--control", nargs="?", const="shuffle", default=None, choices=["shuffle", "im2col"],
+                   help="also train a second torch copy whose sums are rounded differently, the yardstick for minitorch "
+                        "vs torch: 'shuffle' (the default) shuffles each batch's rows; 'im2col' turns oneDNN off, so "
+                        "torch convolves by im2col + GEMM as minitorch does")
     p.set_defaults(func=cmd_crossval)
+
+    p = sub.add_parser("crossval-summary", help="the accuracy gaps of several float32 crossval --control runs, side by side")
+    p.add_argument("runs", nargs="+", help="crossval run folders or glob patterns (quote them)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_crossval_summary)
 
     p = sub.add_parser("selftest", help="every layer on a backend against the numpy reference")
     p.add_argument("--backend", default="numba", choices=["numba", "cupy"])

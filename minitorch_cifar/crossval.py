@@ -9,6 +9,7 @@ formulas in both; torch's lr is set from the same schedule function at every ste
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import time
@@ -22,14 +23,26 @@ from minitorch_cifar.models import build_model, init_whitening
 from minitorch_cifar.torch_mirror import to_torch
 
 
+CONTROL_LABELS = {"shuffle": "torch vs torch, rows shuffled", "im2col": "torch vs torch, oneDNN off (im2col + GEMM)"}
+
+
 def run(model_name="simple", steps=30, dtype="float64", data=None, batch_size=64, seed=0, out="runs/crossval",
         lr=0.02, epochs=0, train_subset=0, momentum=0.9, weight_decay=5e-4, label_smoothing=0.1,
-        backend_name="numba", control=False, log=print):
-    """``control``: also train a second torch copy on the same batches with each batch's rows shuffled. BN
-    statistics and the mean loss do not depend on row order, so the two torch runs differ only by float
-    rounding: how far *they* drift apart is the yardstick for how far minitorch may drift from torch."""
+        backend_name="numba", control=None, log=print):
+    """``control``: also train a second torch copy, the same maths rounded differently, as the yardstick for
+    how far minitorch may drift from torch: how far two torch runs drift apart.
+    "shuffle": the same batches with each batch's rows shuffled (BN statistics and the mean loss do not
+    depend on row order, so only the order of the sums changes).
+    "im2col": the same batches with oneDNN (mkldnn) off, so torch convolves by im2col + GEMM as minitorch
+    does: every convolution and its gradients rounded differently, as minitorch's are."""
+    import contextlib
     import copy
     import torch
+    import warnings
+
+    control = "shuffle" if control is True else control or None
+    if control not in (None, "shuffle", "im2col"):
+        raise ValueError(f"control must be 'shuffle' or 'im2col', got {control!r}")
 
     torch.set_num_threads(os.cpu_count() or 1)
     backend.set_backend(backend_name)
@@ -77,13 +90,21 @@ def run(model_name="simple", steps=30, dtype="float64", data=None, batch_size=64
         twin_opt = torch_sgd(twin)
         shuffle = np.random.default_rng(seed + 1)
 
-    def torch_step(net, optimizer, x, y, step_lr):
+    @contextlib.contextmanager
+    def no_mkldnn():
+        with warnings.catch_warnings():  # torch warns about TF32 on Intel GPUs whenever the flags change
+            warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
+            with torch.backends.mkldnn.flags(enabled=False):
+                yield
+
+    def torch_step(net, optimizer, x, y, step_lr, conv_mode=contextlib.nullcontext):
         for g in optimizer.param_groups:
             g["lr"] = step_lr
         optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(net(torch.from_numpy(x).to(torch_dtype)), torch.from_numpy(y),
-                                                 label_smoothing=label_smoothing)
-        loss.backward()
+        with conv_mode():
+            loss = torch.nn.functional.cross_entropy(net(torch.from_numpy(x).to(torch_dtype)), torch.from_numpy(y),
+                                                     label_smoothing=label_smoothing)
+            loss.backward()
         optimizer.step()
         return loss.item()
 
@@ -109,9 +130,11 @@ def run(model_name="simple", steps=30, dtype="float64", data=None, batch_size=64
         t = time.perf_counter()
         losses_torch.append(torch_step(mirror, topt, x, y, lr * factor(step)))
         t_torch += time.perf_counter() - t
-        if control:
+        if control == "shuffle":
             rows = shuffle.permutation(len(y))
             losses_control.append(torch_step(twin, twin_opt, x[rows], y[rows], lr * factor(step)))
+        elif control == "im2col":
+            losses_control.append(torch_step(twin, twin_opt, x, y, lr * factor(step), no_mkldnn))
         if log and (step % max(1, steps // 10) == 0 or step == steps - 1):
             log(f"step {step + 1}/{steps}: loss minitorch {losses_mc[-1]:.6f} torch {losses_torch[-1]:.6f} "
                 f"|diff| {abs(losses_mc[-1] - losses_torch[-1]):.2e}")
@@ -123,10 +146,10 @@ def run(model_name="simple", steps=30, dtype="float64", data=None, batch_size=64
     from minitorch_cifar.train import evaluate
     _, acc_mc, _ = evaluate(model, data.test.images, data.test.labels, mean, std, dtype=np_dtype)
 
-    def torch_accuracy(net):
+    def torch_accuracy(net, conv_mode=contextlib.nullcontext):
         net.eval()
         correct = 0
-        with torch.no_grad():
+        with torch.no_grad(), conv_mode():
             for i in range(0, len(data.test.labels), 500):
                 xt = torch.from_numpy(normalize(data.test.images[i:i + 500], mean, std, np_dtype))
                 correct += int((net(xt).argmax(1).numpy() == data.test.labels[i:i + 500]).sum())
@@ -142,7 +165,7 @@ def run(model_name="simple", steps=30, dtype="float64", data=None, batch_size=64
         max_abs_param_diff=param_diff, test_accuracy_minitorch=acc_mc, test_accuracy_torch=acc_torch,
         seconds_minitorch=t_mc, seconds_torch=t_torch, wall_seconds=time.time() - started)
     if control:
-        result.update(losses_torch_control=losses_control, test_accuracy_torch_control=torch_accuracy(twin),
+        result.update(control=control, losses_torch_control=losses_control, test_accuracy_torch_control=torch_accuracy(twin, no_mkldnn if control == "im2col" else contextlib.nullcontext),
                       max_abs_loss_diff_control=float(np.abs(np.array(losses_torch) - np.array(losses_control)).max()))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -163,9 +186,66 @@ def _plot(result, path):
     ax_diff.semilogy(steps, np.maximum(diff, 1e-20), label="minitorch vs torch")
     if "losses_torch_control" in result:
         control = np.abs(np.array(result["losses_torch_control"]) - np.array(result["losses_torch"]))
-        ax_diff.semilogy(steps, np.maximum(control, 1e-20), alpha=0.6, label="torch vs torch, rows shuffled")
+        ax_diff.semilogy(steps, np.maximum(control, 1e-20), alpha=0.6, label=CONTROL_LABELS[result["control"]])
         ax_diff.legend()
     ax_diff.set(xlabel="step", ylabel="|loss difference|", title=f"max {diff.max():.2e}")
     for a in (ax, ax_diff):
         a.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def summarize(runs, out):
+    """Across float32 crossval runs with a control (one per seed): the test-accuracy gap minitorch - torch
+    next to the gap control - torch. If minitorch only rounds differently, the two gaps are alike in size;
+    writes ``out/summary.json``, ``summary.md`` and ``summary.png``. ``runs``: run folders or glob patterns."""
+    def expand(run):
+        if not any(c in str(run) for c in "*?["):
+            return [Path(run)]
+        return [Path(f) for f in glob.glob(str(run)) if (Path(f) / "crossval.json").is_file()]
+    folders = sorted({f for r in runs for f in expand(r)})
+    rows = []
+    for folder in folders:
+        r = json.loads((Path(folder) / "crossval.json").read_text())
+        if "test_accuracy_torch_control" not in r:
+            raise ValueError(f"{folder}/crossval.json has no control run (crossval --control)")
+        rows.append(dict(run=str(folder), seed=r["seed"], control=r.get("control", "shuffle"), minitorch=r["test_accuracy_minitorch"],
+                         torch=r["test_accuracy_torch"], torch_control=r["test_accuracy_torch_control"],
+                         max_loss_diff=r["max_abs_loss_diff"], max_loss_diff_control=r["max_abs_loss_diff_control"]))
+    if not rows:
+        raise ValueError(f"no crossval runs in {', '.join(map(str, runs))}")
+    if len({r["control"] for r in rows}) > 1:
+        raise ValueError("these runs use different controls; summarize one kind at a time")
+
+    def stats(gaps):
+        gaps = np.array(gaps)
+        return dict(mean=float(gaps.mean()), mean_abs=float(np.abs(gaps).mean()), sd=float(gaps.std(ddof=1)) if len(gaps) > 1 else 0.0,
+                    max_abs=float(np.abs(gaps).max()), within_half_point=int((np.abs(gaps) <= 0.5).sum()), gaps=gaps.round(4).tolist())
+    summary = dict(runs=len(rows), control=rows[0]["control"], rows=rows,
+                   minitorch_minus_torch=stats([r["minitorch"] - r["torch"] for r in rows]),
+                   control_minus_torch=stats([r["torch_control"] - r["torch"] for r in rows]),
+                   max_loss_diff=float(max(r["max_loss_diff"] for r in rows)),
+                   max_loss_diff_control=float(max(r["max_loss_diff_control"] for r in rows)))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    lines = ["| seed | minitorch | torch | control | minitorch - torch | control - torch |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['seed']} | {r['minitorch']:.2f} | {r['torch']:.2f} | {r['torch_control']:.2f} | {r['minitorch'] - r['torch']:+.2f} "
+              f"| {r['torch_control'] - r['torch']:+.2f} |" for r in rows]
+    for name, key in (("minitorch - torch", "minitorch_minus_torch"), ("control - torch", "control_minus_torch")):
+        s = summary[key]
+        lines.append(f"\n{name}: mean {s['mean']:+.2f}, mean abs {s['mean_abs']:.2f}, sd {s['sd']:.2f}, max abs {s['max_abs']:.2f} "
+                     f"points; within 0.5 points in {s['within_half_point']} of {len(rows)} seeds")
+    summary["markdown"] = "\n".join(lines)
+    (out / "summary.md").write_text(f"Control: {CONTROL_LABELS[summary['control']]}\n\n{summary['markdown']}\n")
+
+    from minitorch_cifar.plots import plt, _save
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, key in enumerate(("minitorch_minus_torch", "control_minus_torch")):
+        gaps = summary[key]["gaps"]
+        ax.plot(np.full(len(gaps), i) + np.linspace(-0.15, 0.15, len(gaps)), gaps, "o", alpha=0.7)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xticks([0, 1], ["minitorch - torch", CONTROL_LABELS[summary["control"]].replace("torch vs torch, ", "control: ") + " - torch"])
+    ax.set(ylabel="test accuracy gap (points)", title=f"float32, {len(rows)} seeds: same start, same batches")
+    ax.grid(alpha=0.3)
+    _save(fig, out / "summary.png")
+    return summary

@@ -44,9 +44,12 @@ def finished_summary(config_dict: dict):
     path = Path(config_dict["out"]) / "summary.json"
     if not path.is_file():
         return None
+    from minitorch_cifar.train import TrainConfig
     summary = json.loads(path.read_text())
+    # a field added since the run was written counts at its default (the behaviour the run had)
+    saved = {**dataclasses.asdict(TrainConfig()), **summary.get("config", {})}
     recipe = lambda c: {k: v for k, v in c.items() if k not in _NOT_RECIPE}  # noqa: E731
-    return summary if recipe(summary.get("config", {})) == recipe(config_dict) else None
+    return summary if recipe(saved) == recipe(config_dict) else None
 
 
 def run_one(config_dict: dict, threads: int = 0, progress: bool = False, ranks: int = 1) -> dict:
@@ -172,10 +175,16 @@ def _seed_summary(config, seeds, results, failed, ranks):
     return summary
 
 
+def _caster(annotation):
+    """str -> value for a TrainConfig field typed e.g. 'float | None' ('none' gives None)."""
+    kinds = [k.strip() for k in str(getattr(annotation, "__name__", annotation)).split("|")]
+    read = {"bool": lambda v: v.lower() in ("1", "true", "yes", "on"), "int": int, "float": float}.get(kinds[0], str)
+    return (lambda v: None if v.lower() == "none" else read(v)) if "None" in kinds else read
+
+
 def parse_grid(specs) -> dict:
     """['lr=0.05,0.1', 'batch_size=128,256'] -> {'lr': [0.05, 0.1], 'batch_size': [128, 256]}, typed as TrainConfig's fields."""
     types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
-    defaults = dataclasses.asdict(TrainConfig())
     grid = {}
     for spec in specs:
         if "=" not in spec:
@@ -184,9 +193,7 @@ def parse_grid(specs) -> dict:
         name = name.strip().lstrip("-").replace("-", "_")
         if name not in types or name in ("out",):
             raise ValueError(f"--grid: {name!r} is not a train option")
-        caster = type(defaults[name]) if defaults[name] is not None else str
-        if caster is bool:
-            caster = lambda v: v.lower() in ("1", "true", "yes", "on")  # noqa: E731
+        caster = _caster(types[name])
         try:
             grid[name] = [caster(v) for v in values.split(",") if v != ""]
         except ValueError:

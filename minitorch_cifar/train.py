@@ -57,6 +57,8 @@ class TrainConfig:
     tta: int = 0  # test-time augmentation: 1 = average with the mirror image, 2 = also 1-pixel shifts
     dirac_init: bool = False  # start 3x3 convs as partly the identity (models.dirac_init)
     lookahead: bool = False  # airbench's lookahead: every 5 steps pull the weights toward an EMA
+    bn_momentum: float | None = None  # share of each batch in BN's running statistics (PyTorch's sense); None: the architecture's
+    whiten_bias_epochs: int = 0  # fast: freeze the whitening stem's bias after this many epochs (airbench: 3); 0: never
     eval_batch_size: int = 500
     train_subset: int = 0  # > 0: train on only this many images (quick experiments and tests)
     distributed: bool = False  # data-parallel over MPI ranks (launch with mpiexec -n K)
@@ -78,6 +80,9 @@ class TrainConfig:
             (0 <= self.warmup < 1, f"--warmup must be in [0, 1), got {self.warmup}"),
             (not (self.nesterov and self.momentum == 0), "--nesterov needs --momentum > 0"),
             (self.tta in (0, 1, 2), f"--tta must be 0, 1 or 2, got {self.tta}"),
+            (self.bn_momentum is None or 0 < self.bn_momentum <= 1, f"--bn-momentum must be in (0, 1], got {self.bn_momentum}"),
+            (self.whiten_bias_epochs >= 0, f"--whiten-bias-epochs must be >= 0, got {self.whiten_bias_epochs}"),
+            (self.whiten_bias_epochs == 0 or self.model == "fast", "--whiten-bias-epochs needs --model fast (the whitening stem)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -297,6 +302,10 @@ def _train(config, data, progress, resume, on_step, log, comm):
         if isinstance(m, nn.Dropout):
             m.seed = [config.seed, i]
             m.rng = backend.random_generator(m.seed)
+    if config.bn_momentum is not None:
+        for m in model.modules():
+            if isinstance(m, nn.norm._BatchNorm):
+                m.momentum = config.bn_momentum
     if config.dirac_init:
         dirac_init(model)
     if config.model == "fast":
@@ -322,7 +331,7 @@ def _train(config, data, progress, resume, on_step, log, comm):
     state = dict(epoch=0, batch=0, history=[], best_val_accuracy=-1.0, sums=[0.0, 0, 0], epoch_seconds=0.0)
     if resume and (out / "checkpoint.npz").is_file():
         weights, velocity, meta = load_checkpoint(out / "checkpoint.npz")
-        if meta["config"] != {**dataclasses.asdict(config), "out": meta["config"]["out"]}:
+        if {**dataclasses.asdict(TrainConfig()), **meta["config"]} != {**dataclasses.asdict(config), "out": meta["config"]["out"]}:
             raise ValueError(f"{out}/checkpoint.npz was written with another configuration; resume with the same options")
         model.load_state_dict(weights)
         for (g, i), v in velocity.items():
@@ -365,6 +374,8 @@ def _train(config, data, progress, resume, on_step, log, comm):
         for epoch in range(state["epoch"], config.epochs):
             loader.set_epoch(epoch)
             model.train()
+            if config.whiten_bias_epochs and epoch >= config.whiten_bias_epochs:
+                model[0].bias.requires_grad = False  # SGD skips it from here on (and so on resume)
             t0 = time.time() - state["epoch_seconds"]
             bar = tqdm(total=steps, initial=state["batch"], desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
                        disable=not progress, leave=False, mininterval=2, dynamic_ncols=True)

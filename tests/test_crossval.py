@@ -29,15 +29,30 @@ def test_float64_training_equals_torch(torch, tmp_path, model):
     assert (tmp_path / "crossval.png").stat().st_size > 1000
 
 
-def test_control_twin_trains_the_same_maths_on_shuffled_rows(torch, tmp_path):
-    """The control run sees each batch's rows in another order: in float64 it must track torch to rounding,
-    and in float32 it must not be a copy (else it would measure nothing)."""
+@pytest.mark.parametrize("control", ["shuffle", "im2col"])
+def test_control_twin_trains_the_same_maths_rounded_otherwise(torch, tmp_path, control):
+    """The control run sees each batch's rows in another order, or convolves without oneDNN: in float64 it
+    must track torch to rounding, and in float32 it must not be a copy (else it would measure nothing)."""
     from minitorch_cifar import crossval
     f64 = crossval.run("simple", steps=6, dtype="float64", data=synthetic(), batch_size=16, out=tmp_path / "64",
-                       lr=0.05, control=True, log=None)
+                       lr=0.05, control=control, log=None)
     assert len(f64["losses_torch_control"]) == 6
     assert f64["max_abs_loss_diff_control"] < 1e-9
     f32 = crossval.run("simple", steps=6, dtype="float32", data=synthetic(), batch_size=16, out=tmp_path / "32",
-                       lr=0.05, control=True, log=None)
+                       lr=0.05, control=control, log=None)
     assert 0 < f32["max_abs_loss_diff_control"] < 1e-3
-    assert "test_accuracy_torch_control" in json.loads((tmp_path / "32" / "crossval.json").read_text())
+    saved = json.loads((tmp_path / "32" / "crossval.json").read_text())
+    assert saved["control"] == control and "test_accuracy_torch_control" in saved
+    summary = crossval.summarize([tmp_path / "*"], tmp_path / "summary")
+    assert summary["runs"] == 2 and summary["control"] == control
+    gaps = [r["test_accuracy_minitorch"] - r["test_accuracy_torch"] for r in (f32, f64)]  # folders "32", "64"
+    assert summary["minitorch_minus_torch"]["gaps"] == pytest.approx(gaps, abs=1e-4)
+    assert summary["control_minus_torch"]["mean"] == pytest.approx(
+        np.mean([r["test_accuracy_torch_control"] - r["test_accuracy_torch"] for r in (f32, f64)]))
+    assert (tmp_path / "summary" / "summary.png").is_file() and "| seed |" in (tmp_path / "summary" / "summary.md").read_text()
+
+
+def test_unknown_control_is_refused(torch):
+    from minitorch_cifar import crossval
+    with pytest.raises(ValueError, match="control"):
+        crossval.run("simple", steps=1, data=synthetic(), batch_size=16, control="mkl", log=None)

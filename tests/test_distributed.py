@@ -75,4 +75,10 @@ def test_seeds_over_mpi_ranks_then_reused(tiny_folder, tmp_path, monkeypatch, ca
     again = experiments.run_seeds(config, [0, 1], progress=False, ranks=2)
     assert again["test_accuracies"] == first["test_accuracies"]
     assert capsys.readouterr().out.count("reused") == 2
-    assert experiments.finished_summary(dataclasses.asdict(dataclasses.replace(config, lr=0.5, out=str(tmp_path / "seeds" / "seed0")))) is None
+    seed0 = dataclasses.asdict(dataclasses.replace(config, seed=0, out=str(tmp_path / "seeds" / "seed0")))
+    assert experiments.finished_summary({**seed0, "lr": 0.5}) is None
+    # a run written before a TrainConfig field existed is the recipe with that field at its default
+    del summary0["config"]["whiten_bias_epochs"]
+    (tmp_path / "seeds" / "seed0" / "summary.json").write_text(json.dumps(summary0))
+    assert experiments.finished_summary(seed0) is not None
+    assert experiments.finished_summary({**seed0, "whiten_bias_epochs": 3}) is None

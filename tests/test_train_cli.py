@@ -96,6 +96,8 @@ def test_seeds_and_sweep(tiny_folder, tmp_path):
     assert "| lr |" in (tmp_path / "sweep" / "sweep.md").read_text()
     with pytest.raises(ValueError, match="not a train option"):
         mc.experiments.parse_grid(["colour=1,2"])
+    # options that default to None ("the model's") are read as their type, "none" as None
+    assert mc.experiments.parse_grid(["dropout=0,0.5", "bn_momentum=0.4,none"]) == {"dropout": [0.0, 0.5], "bn_momentum": [0.4, None]}
 
 
 def test_resume_equals_uninterrupted_with_recipe_tricks(tiny_folder, tmp_path):
@@ -103,12 +105,39 @@ def test_resume_equals_uninterrupted_with_recipe_tricks(tiny_folder, tmp_path):
     data = mc.data.load_cifar10(tiny_folder)
     base = dict(model="fast", width=0.125, batch_size=50, epochs=2, val_size=50, augment="crop,altflip", padding=2,
                 lookahead=True, dirac_init=True, schedule="airbench", bias_lr_scale=4.0, decay_bias_bn=True,
-                label_smoothing=0.2, tta=2, seed=3)
+                label_smoothing=0.2, tta=2, seed=3, bn_momentum=0.4, whiten_bias_epochs=1)
     a = train(TrainConfig(**base, out=str(tmp_path / "a")), data=data, progress=False, log=lambda *a: None)
     cfg = TrainConfig(**base, out=str(tmp_path / "b"))
     train(cfg, data=data, progress=False, on_step=lambda epoch, b: epoch == 1 and b == 1, log=lambda *a: None)
     b = train(cfg, data=data, progress=False, resume=True, log=lambda *a: None)
     assert a["test_loss"] == b["test_loss"] and a["test_accuracy"] == b["test_accuracy"]
+
+
+def test_whitening_bias_freezes_after_its_epochs_and_bn_momentum_reaches_the_layers(tiny_folder, tmp_path):
+    data = mc.data.load_cifar10(tiny_folder)
+    base = dict(model="fast", width=0.125, batch_size=50, epochs=2, val_size=50, augment="crop", padding=2, seed=1)
+
+    def stem_bias_moves_in_epoch_2(**options):
+        cfg = TrainConfig(**base, **options, out=str(tmp_path / str(options)))
+        train(cfg, data=data, progress=False, on_step=lambda epoch, b: epoch == 1 and b == 0, log=lambda *a: None)
+        mid, _, _ = mc.train.load_checkpoint(tmp_path / str(options) / "checkpoint.npz")
+        train(cfg, data=data, progress=False, resume=True, log=lambda *a: None)
+        end, _, _ = mc.train.load_checkpoint(tmp_path / str(options) / "checkpoint.npz")
+        return not np.array_equal(mid["0.bias"], end["0.bias"]), end
+
+    moves, default = stem_bias_moves_in_epoch_2()
+    assert moves
+    moves, frozen = stem_bias_moves_in_epoch_2(whiten_bias_epochs=1)
+    assert not moves
+    # the momentum changes only the running statistics: same training, other running mean
+    _, other = stem_bias_moves_in_epoch_2(bn_momentum=0.1)
+    running = [k for k in default if k.endswith("running_mean")]
+    assert running and all(np.array_equal(default[k], other[k]) for k in default if k.endswith("weight"))
+    assert not np.allclose(default[running[0]], other[running[0]])
+    with pytest.raises(ValueError, match="whiten-bias-epochs needs --model fast"):
+        TrainConfig(model="simple", whiten_bias_epochs=3).validate()
+    with pytest.raises(ValueError, match="bn-momentum"):
+        TrainConfig(bn_momentum=0.0).validate()
 
 
 def test_tta_levels_follow_their_formula(f64):
