@@ -29,6 +29,9 @@ FAST = (f"train --data {DATA} --model fast --epochs {{epochs}} --batch-size 1024
 
 EXPERIMENTS = {
     "simple": [f"train --data {DATA} --model simple --epochs 15 --batch-size 128 --lr 0.05 --augment crop,flip --out runs/simple-15ep"],
+    # experiment 5's baseline half: `simple` over 5 seeds at a 5-epoch budget (all 50,000 images)
+    "simple-seeds": [f"seeds --seeds 0 1 2 3 4 --data {DATA} --model simple --epochs 5 --batch-size 128 --lr 0.05 "
+                     f"--augment crop,flip --val-size 0 --out runs/simple-seeds"],
     "crossval": [
         f"crossval --model simple --steps 40 --dtype float64 --data {DATA} --batch-size 64 --out runs/crossval-f64-simple",
         f"crossval --model fast --steps 30 --dtype float64 --data {DATA} --batch-size 32 --out runs/crossval-f64-fast",

@@ -217,7 +217,7 @@ def summarize(runs, out):
         raise ValueError("these runs use different controls; summarize one kind at a time")
 
     def stats(gaps):
-        gaps = np.array(gaps)
+        gaps = np.round(gaps, 6)  # accuracies are multiples of 1/len(test): 0.5 must compare as 0.5
         return dict(mean=float(gaps.mean()), mean_abs=float(np.abs(gaps).mean()), sd=float(gaps.std(ddof=1)) if len(gaps) > 1 else 0.0,
                     max_abs=float(np.abs(gaps).max()), within_half_point=int((np.abs(gaps) <= 0.5).sum()), gaps=gaps.round(4).tolist())
     summary = dict(runs=len(rows), control=rows[0]["control"], rows=rows,

@@ -56,3 +56,19 @@ def test_unknown_control_is_refused(torch):
     from minitorch_cifar import crossval
     with pytest.raises(ValueError, match="control"):
         crossval.run("simple", steps=1, data=synthetic(), batch_size=16, control="mkl", log=None)
+
+
+def test_summary_counts_a_gap_of_exactly_half_a_point_as_within(tmp_path):
+    """Accuracies on 10,000 images are multiples of 0.01 but not exact in binary: 66.82 - 66.32 must count as 0.5."""
+    from minitorch_cifar import crossval
+    for seed, (ours, theirs, twin) in enumerate([(66.82000000000001, 66.32, 66.5), (65.85, 66.33, 66.87)]):
+        (tmp_path / f"s{seed}").mkdir()
+        (tmp_path / f"s{seed}" / "crossval.json").write_text(json.dumps(dict(
+            seed=seed, control="im2col", test_accuracy_minitorch=ours, test_accuracy_torch=theirs,
+            test_accuracy_torch_control=twin, max_abs_loss_diff=0.1, max_abs_loss_diff_control=0.1)))
+    summary = crossval.summarize([tmp_path / "s*"], tmp_path / "out")
+    assert summary["minitorch_minus_torch"]["within_half_point"] == 2
+    assert summary["control_minus_torch"]["within_half_point"] == 1  # +0.18 and +0.54
+    assert summary["minitorch_minus_torch"]["max_abs"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="no crossval runs"):
+        crossval.summarize([tmp_path / "nothing*"], tmp_path / "out")
