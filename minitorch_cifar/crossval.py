@@ -211,6 +211,7 @@ def summarize(runs, out):
         rows.append(dict(run=str(folder), seed=r["seed"], control=r.get("control", "shuffle"), minitorch=r["test_accuracy_minitorch"],
                          torch=r["test_accuracy_torch"], torch_control=r["test_accuracy_torch_control"],
                          max_loss_diff=r["max_abs_loss_diff"], max_loss_diff_control=r["max_abs_loss_diff_control"]))
+    rows.sort(key=lambda r: r["seed"])  # seed10 after seed9, not after seed1
     if not rows:
         raise ValueError(f"no crossval runs in {', '.join(map(str, runs))}")
     if len({r["control"] for r in rows}) > 1:
