@@ -219,11 +219,13 @@ def run_sweep(config: TrainConfig, grid: dict, jobs=1, scheduler=None, progress=
         val = "-" if r["best_val_accuracy"] is None else f"{r['best_val_accuracy']:.2f}"
         lines.append("| " + " | ".join(str(r[k]) for k in grid) +
                      f" | {r['test_accuracy']:.2f} | {val} | {r['final_train_accuracy']:.2f} | {r['minutes']:.1f} |")
+    lines += [f"\nfailed: {Path(f['config']['out']).name}: {f['error'].splitlines()[0]}" for f in failed]
     markdown = "\n".join(lines)
     result = dict(grid=grid, rows=rows, failed=failed, markdown=markdown,
                   recipe={k: v for k, v in dataclasses.asdict(config).items() if k != "out"})
     _write(out / "sweep.json", result)
     (out / "sweep.md").write_text(markdown + "\n")
     if rows:
-        plots.bars([r["name"] for r in rows], [r["test_accuracy"] for r in rows], out / "sweep.png", title="sweep")
+        plots.bars([r["name"] for r in rows], [r["test_accuracy"] for r in rows], out / "sweep.png",
+                   title=f"{config.model}: test accuracy by {', '.join(grid)}" + (f" ({len(failed)} failed)" if failed else ""))
     return result

@@ -96,6 +96,9 @@ def test_seeds_and_sweep(tiny_folder, tmp_path):
     assert "| lr |" in (tmp_path / "sweep" / "sweep.md").read_text()
     with pytest.raises(ValueError, match="not a train option"):
         mc.experiments.parse_grid(["colour=1,2"])
+    # a point that fails is named in sweep.md, not only in the JSON (and the exit code says so)
+    assert main(["sweep", "--grid", "lr=0.05,1e6", "--out", str(tmp_path / "diverges"), *common]) == 1
+    assert "failed: lr=1000000.0: TrainingDiverged" in (tmp_path / "diverges" / "sweep.md").read_text()
     # options that default to None ("the model's") are read as their type, "none" as None
     assert mc.experiments.parse_grid(["dropout=0,0.5", "bn_momentum=0.4,none"]) == {"dropout": [0.0, 0.5], "bn_momentum": [0.4, None]}
 
