@@ -85,17 +85,18 @@ def run(model_name="simple", steps=30, dtype="float64", data=None, batch_size=64
     loader = BatchLoader(images, labels, batch_size, mean, std, seed=seed, augment=Augment("crop,flip", padding=2),
                          dtype=np_dtype, prefetch=False)  # host arrays, augmented once, fed to both frameworks
 
-    if control:
-        twin = copy.deepcopy(mirror)
-        twin_opt = torch_sgd(twin)
-        shuffle = np.random.default_rng(seed + 1)
-
     @contextlib.contextmanager
     def no_mkldnn():
         with warnings.catch_warnings():  # torch warns about TF32 on Intel GPUs whenever the flags change
             warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
             with torch.backends.mkldnn.flags(enabled=False):
                 yield
+
+    if control:  # the twin: the same batches with rows shuffled, or convolved with oneDNN off
+        twin = copy.deepcopy(mirror)
+        twin_opt = torch_sgd(twin)
+        twin_conv = no_mkldnn if control == "im2col" else contextlib.nullcontext
+        shuffle = np.random.default_rng(seed + 1) if control == "shuffle" else None
 
     def torch_step(net, optimizer, x, y, step_lr, conv_mode=contextlib.nullcontext):
         for g in optimizer.param_groups:
@@ -130,11 +131,9 @@ def run(model_name="simple", steps=30, dtype="float64", data=None, batch_size=64
         t = time.perf_counter()
         losses_torch.append(torch_step(mirror, topt, x, y, lr * factor(step)))
         t_torch += time.perf_counter() - t
-        if control == "shuffle":
-            rows = shuffle.permutation(len(y))
-            losses_control.append(torch_step(twin, twin_opt, x[rows], y[rows], lr * factor(step)))
-        elif control == "im2col":
-            losses_control.append(torch_step(twin, twin_opt, x, y, lr * factor(step), no_mkldnn))
+        if control:
+            rows = shuffle.permutation(len(y)) if shuffle is not None else slice(None)  # slice(None): views, no copy
+            losses_control.append(torch_step(twin, twin_opt, x[rows], y[rows], lr * factor(step), twin_conv))
         if log and (step % max(1, steps // 10) == 0 or step == steps - 1):
             log(f"step {step + 1}/{steps}: loss minitorch {losses_mc[-1]:.6f} torch {losses_torch[-1]:.6f} "
                 f"|diff| {abs(losses_mc[-1] - losses_torch[-1]):.2e}")
@@ -165,7 +164,7 @@ def run(model_name="simple", steps=30, dtype="float64", data=None, batch_size=64
         max_abs_param_diff=param_diff, test_accuracy_minitorch=acc_mc, test_accuracy_torch=acc_torch,
         seconds_minitorch=t_mc, seconds_torch=t_torch, wall_seconds=time.time() - started)
     if control:
-        result.update(control=control, losses_torch_control=losses_control, test_accuracy_torch_control=torch_accuracy(twin, no_mkldnn if control == "im2col" else contextlib.nullcontext),
+        result.update(control=control, losses_torch_control=losses_control, test_accuracy_torch_control=torch_accuracy(twin, twin_conv),
                       max_abs_loss_diff_control=float(np.abs(np.array(losses_torch) - np.array(losses_control)).max()))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -93,6 +93,12 @@ class TrainConfig:
         return self
 
 
+def as_current_config(saved: dict) -> dict:
+    """A TrainConfig dict saved by an earlier version: fields added since count at their defaults (the
+    behaviour that run had), so a new option does not make finished runs and checkpoints look foreign."""
+    return {**dataclasses.asdict(TrainConfig()), **saved}
+
+
 class TrainingDiverged(RuntimeError):
     pass
 
@@ -331,7 +337,7 @@ def _train(config, data, progress, resume, on_step, log, comm):
     state = dict(epoch=0, batch=0, history=[], best_val_accuracy=-1.0, sums=[0.0, 0, 0], epoch_seconds=0.0)
     if resume and (out / "checkpoint.npz").is_file():
         weights, velocity, meta = load_checkpoint(out / "checkpoint.npz")
-        if {**dataclasses.asdict(TrainConfig()), **meta["config"]} != {**dataclasses.asdict(config), "out": meta["config"]["out"]}:
+        if as_current_config(meta["config"]) != {**dataclasses.asdict(config), "out": meta["config"]["out"]}:
             raise ValueError(f"{out}/checkpoint.npz was written with another configuration; resume with the same options")
         model.load_state_dict(weights)
         for (g, i), v in velocity.items():
