@@ -7,10 +7,13 @@ a fresh subprocess (growth of the peak RSS over the step, after a warm-up step).
 
     python benchmarks/throughput.py                     # table + benchmarks/results/throughput.json
     python benchmarks/throughput.py --profile fast      # share of time per layer type, forward/backward
+    python benchmarks/throughput.py --bf16 --out benchmarks/results/throughput_bf16.json
+                                                        # + rows with bfloat16 conv GEMMs, both frameworks
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -53,7 +56,20 @@ def torch_train_step(torch, model, opt, x, y):
     return loss.item()
 
 
-def bench(arch, batch, backends, reps, threads):
+@contextlib.contextmanager
+def precision(bf16, torch=None):
+    """Convolution GEMMs on bfloat16 operands (bf16=True) or float32, for minitorch or (given) torch."""
+    if torch is None:
+        mc.set_float32_matmul_precision("medium" if bf16 else "highest")
+        yield
+        mc.set_float32_matmul_precision("highest")
+    else:
+        torch.backends.mkldnn.conv.fp32_precision = "bf16" if bf16 else "none"
+        yield
+        torch.backends.mkldnn.conv.fp32_precision = "none"
+
+
+def bench(arch, batch, backends, reps, threads, bf16=False):
     import torch
     torch.set_num_threads(threads)
     rng = np.random.default_rng(0)
@@ -66,27 +82,30 @@ def bench(arch, batch, backends, reps, threads):
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
 
     runners = {}
-    for b in backends:
-        def train(b=b):
-            with mc.use_backend(b):
+    for b, half in [(b, False) for b in backends] + ([("numba", True)] if bf16 else []):
+        def train(b=b, half=half):
+            with mc.use_backend(b), precision(half):
                 return mc_train_step(model, opt, loss_fn, x, y)
 
-        def infer(b=b):
-            with mc.use_backend(b):
+        def infer(b=b, half=half):
+            with mc.use_backend(b), precision(half):
                 model.eval()
                 model.forward(x)
                 model.train()
-        runners[f"minitorch-{b}"] = (train, infer)
+        runners[f"minitorch-{b}" + ("-bf16" if half else "")] = (train, infer)
 
-    def ttrain():
-        return torch_train_step(torch, tmodel, topt, xt, yt)
+    for half in (False, True) if bf16 else (False,):
+        def ttrain(half=half):
+            with precision(half, torch):
+                return torch_train_step(torch, tmodel, topt, xt, yt)
 
-    def tinfer():
-        tmodel.eval()
-        with torch.no_grad():
-            tmodel(xt)
-        tmodel.train()
-    runners["torch"] = (ttrain, tinfer)
+        def tinfer(half=half):
+            with precision(half, torch):
+                tmodel.eval()
+                with torch.no_grad():
+                    tmodel(xt)
+                tmodel.train()
+        runners["torch-bf16" if half else "torch"] = (ttrain, tinfer)
 
     times = {name: {"train": [], "infer": []} for name in runners}
     for name, (tr, inf) in runners.items():  # warm-up: compile kernels, allocate pools
@@ -124,7 +143,10 @@ def peak_memory_child(framework, arch, batch, threads):
     x = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
     y = rng.integers(0, 10, batch)
     model, tmodel = make_models(arch)
+    half = framework.endswith("-bf16")
+    framework = framework.removesuffix("-bf16")
     if framework == "torch":
+        torch.backends.mkldnn.conv.fp32_precision = "bf16" if half else "none"
         del model
         opt = torch.optim.SGD([p for p in tmodel.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
@@ -132,6 +154,7 @@ def peak_memory_child(framework, arch, batch, threads):
     else:
         del tmodel
         mc.set_backend(framework.split("-")[1])
+        mc.set_float32_matmul_precision("medium" if half else "highest")
         opt = mc.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         loss_fn = nn.CrossEntropyLoss()
         step = lambda: mc_train_step(model, opt, loss_fn, x, y)  # noqa: E731
@@ -204,6 +227,9 @@ def main():
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--profile", default=None, help="an architecture to profile instead of benchmarking")
     p.add_argument("--profile-backend", default="numba")
+    p.add_argument("--bf16", action="store_true",
+                   help="add rows with the convolutions' GEMMs on bfloat16 operands: minitorch-numba-bf16 (matmul "
+                        "precision medium) and torch-bf16 (oneDNN conv fp32_precision bf16); with --profile: profile that")
     p.add_argument("--out", default=str(HERE / "results" / "throughput.json"))
     p.add_argument("--memory-child", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -216,6 +242,7 @@ def main():
     from threadpoolctl import threadpool_limits
     threadpool_limits(args.threads)
     if args.profile:
+        mc.set_float32_matmul_precision("medium" if args.bf16 else "highest")
         for batch in map(int, args.batches.split(",")):
             profile(args.profile, batch, args.profile_backend)
         return
@@ -234,7 +261,7 @@ def main():
     say(f"{'arch':<7}{'batch':>6}  {'framework':<16}{'train img/s':>12}{'ratio':>7}{'infer img/s':>12}{'ratio':>7}{'peak MiB':>10}{'ratio':>7}")
     for arch in args.archs.split(","):
         for batch in map(int, args.batches.split(",")):
-            r = bench(arch, batch, args.backends.split(","), args.reps, args.threads)
+            r = bench(arch, batch, args.backends.split(","), args.reps, args.threads, args.bf16)
             if not args.no_memory:
                 for name in r:
                     r[name]["train_peak_mib"] = peak_memory(name, arch, batch, args.threads)

@@ -56,6 +56,9 @@ EXPERIMENTS = {
     # airbench's own BN momentum (0.4 of each batch) and whitening bias frozen after 3 epochs, against fast8-seeds
     "fast8-airbench-bn": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {FAST.format(epochs=8)[len('train '):]} --bn-momentum 0.4 "
                           f"--whiten-bias-epochs 3 --out runs/fast8-airbench-bn"],
+    # the same recipe with the convolutions' GEMMs on bfloat16 operands (Intel MKL's AMX GEMM), 8 epochs: same accuracy, less time?
+    "fast8-bf16": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {FAST.format(epochs=8)[len('train '):]} --matmul-precision medium "
+                   f"--out runs/fast8-bf16"],
     "architectures": [f"sweep --grid model=simple,deeper,resnet,fast --data {DATA} --epochs 2 --train-subset 10000 "
                       f"--batch-size 128 --lr 0.05 --augment crop,flip --out runs/architectures"],
     "activations": [f"sweep --grid activation=relu,leaky_relu,elu,gelu,tanh --data {DATA} --model simple --bn --epochs 3 "

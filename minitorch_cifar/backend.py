@@ -31,6 +31,7 @@ class _State:
     xp = np
     kernels: dict = {}
     dtype = np.dtype(np.float32)
+    matmul_precision = "highest"
 
 
 _state = _State()
@@ -47,6 +48,8 @@ def set_backend(name: str) -> None:
         from minitorch_cifar.kernels import cpu
         cpu.keep_freed_memory()
         cpu.blas.sleep_when_idle()
+        if _state.matmul_precision == "medium":
+            _require_bf16_gemm()
         xp, kernels = np, cpu.KERNELS
     else:
         xp = _import_cupy()
@@ -83,6 +86,43 @@ def set_default_dtype(dtype) -> None:
 
 def get_default_dtype() -> np.dtype:
     return _state.dtype
+
+
+MATMUL_PRECISIONS = ("highest", "medium")
+
+
+def set_float32_matmul_precision(precision: str) -> None:
+    """torch's switch, for the convolutions' GEMMs on float32 data. "highest": float32 operands.
+    "medium": both operands rounded to bfloat16 (8-bit mantissa), products summed in float32, the rest
+    of the network (activations, weights, gradients, optimizer) still float32. Under numba it runs on
+    Intel MKL's AMX bfloat16 GEMM (kernels/cpu/bf16.py: about 4x a float32 GEMM on this CPU); under
+    numpy and cupy the operands are rounded the same way and multiplied in float32: the same numbers,
+    up to summation order, which is what the tests compare the fast path against."""
+    if precision not in MATMUL_PRECISIONS:
+        raise ValueError(f"matmul precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {precision!r}")
+    if precision == "medium" and _state.name == "numba":
+        _require_bf16_gemm()
+    _state.matmul_precision = precision
+
+
+def get_float32_matmul_precision() -> str:
+    return _state.matmul_precision
+
+
+def _require_bf16_gemm():
+    from minitorch_cifar.kernels.cpu import bf16
+    if not bf16.available():
+        raise RuntimeError(f"matmul precision 'medium' on the numba backend needs a bfloat16 GEMM: {bf16.why_unavailable()}")
+
+
+def gemm_operand(a):
+    """``a`` as a convolution GEMM reads it: itself, or (float32 under "medium" precision) rounded to the
+    nearest bfloat16, ties to even, kept in a float32 array."""
+    if _state.matmul_precision == "highest" or a.dtype != np.float32:
+        return a
+    xp = array_module(a)
+    bits = xp.ascontiguousarray(a).view(xp.uint32)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).astype(xp.uint32).view(xp.float32)
 
 
 def kernel(reference):

@@ -42,6 +42,8 @@ def add_train_options(p):
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--backend", default=d.backend, choices=["numpy", "numba", "cupy"])
     p.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"])
+    p.add_argument("--matmul-precision", default=d.matmul_precision, choices=["highest", "medium"],
+                   help="medium: convolution GEMMs on bfloat16 operands summed in float32 (numba: Intel MKL's AMX GEMM)")
     p.add_argument("--tta", type=int, nargs="?", const=1, default=d.tta, choices=[0, 1, 2],
                    help="test-time augmentation for the final test: 1 mirror, 2 mirror and 1-pixel shifts (--tta alone: 1)")
     _bool_flag(p, "dirac-init", d.dirac_init, "start 3x3 convs as partly the identity")

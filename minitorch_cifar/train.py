@@ -54,6 +54,7 @@ class TrainConfig:
     seed: int = 0
     backend: str = "numba"
     dtype: str = "float32"
+    matmul_precision: str = "highest"  # "medium": conv GEMMs on bfloat16 operands (backend.set_float32_matmul_precision)
     tta: int = 0  # test-time augmentation: 1 = average with the mirror image, 2 = also 1-pixel shifts
     dirac_init: bool = False  # start 3x3 convs as partly the identity (models.dirac_init)
     lookahead: bool = False  # airbench's lookahead: every 5 steps pull the weights toward an EMA
@@ -77,6 +78,8 @@ class TrainConfig:
             (self.width > 0, f"--width must be > 0, got {self.width}"),
             (self.val_size >= 0, f"--val-size must be >= 0, got {self.val_size}"),
             (self.dtype in ("float32", "float64"), f"--dtype must be float32 or float64, got {self.dtype}"),
+            (self.matmul_precision in backend.MATMUL_PRECISIONS,
+             f"--matmul-precision must be one of {', '.join(backend.MATMUL_PRECISIONS)}, got {self.matmul_precision}"),
             (0 <= self.warmup < 1, f"--warmup must be in [0, 1), got {self.warmup}"),
             (not (self.nesterov and self.momentum == 0), "--nesterov needs --momentum > 0"),
             (self.tta in (0, 1, 2), f"--tta must be 0, 1 or 2, got {self.tta}"),
@@ -290,6 +293,7 @@ def _train(config, data, progress, resume, on_step, log, comm):
 
     root = comm is None or comm.is_root
     backend.set_backend(config.backend)
+    backend.set_float32_matmul_precision(config.matmul_precision)  # raises, saying why, if it cannot run here
     dtype = np.dtype(config.dtype)
     backend.set_default_dtype(dtype)
     out = Path(config.out)
@@ -382,6 +386,8 @@ def _train(config, data, progress, resume, on_step, log, comm):
             model.train()
             if config.whiten_bias_epochs and epoch >= config.whiten_bias_epochs:
                 model[0].bias.requires_grad = False  # SGD skips it from here on (and so on resume)
+            if isinstance(model, nn.Sequential):
+                model.skip_unneeded_input_grads()  # the image's gradient, and the frozen stem's
             t0 = time.time() - state["epoch_seconds"]
             bar = tqdm(total=steps, initial=state["batch"], desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
                        disable=not progress, leave=False, mininterval=2, dynamic_ncols=True)

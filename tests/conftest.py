@@ -9,12 +9,14 @@ from minitorch_cifar.data import CLASSES
 @pytest.fixture(autouse=True)
 def _reset_backend():
     """Every test starts on the numpy backend with float32 defaults, whatever the last one did."""
-    mc.set_backend("numpy")
-    mc.set_default_dtype(np.float32)
+    def reset():
+        mc.set_float32_matmul_precision("highest")
+        mc.set_backend("numpy")
+        mc.set_default_dtype(np.float32)
+    reset()
     mc.manual_seed(0)
     yield
-    mc.set_backend("numpy")
-    mc.set_default_dtype(np.float32)
+    reset()
 
 
 @pytest.fixture

@@ -164,3 +164,36 @@ def test_use_backend_restores_and_rejects_unknown():
     assert mc.get_backend() == "numpy"
     with pytest.raises(ValueError, match="unknown backend 'jax'"):
         mc.set_backend("jax")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_skipping_unneeded_input_gradients_keeps_every_parameter_gradient(backend):
+    """The first conv (and one after a frozen stem) skips dL/dx; every trainable gradient stays the same."""
+    from minitorch_cifar import models
+    mc.set_backend(backend)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((4, 3, 32, 32)).astype(np.float32), rng.integers(0, 10, 4)
+    model = models.build_model("fast", width=0.25)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def grads():
+        for p in model.parameters():
+            p.grad[...] = 0
+        loss_fn.forward(model.forward(x), y)
+        dx = model.backward(loss_fn.backward())
+        return dx, [p.grad.copy() for p in model.parameters() if p.requires_grad]
+
+    dx_full, full = grads()
+    assert dx_full is not None and dx_full.shape == x.shape
+    stem, conv1 = model[0], model[2]
+    assert model.skip_unneeded_input_grads() == [stem]  # the stem's bias still trains: conv1 must send dx
+    dx, skipped = grads()
+    assert dx is None and conv1.input_grad
+    for a, b in zip(skipped, full):
+        np.testing.assert_array_equal(a, b)
+    stem.bias.requires_grad = False  # as --whiten-bias-epochs does
+    assert model.skip_unneeded_input_grads() == [stem, conv1]
+    _, frozen = grads()
+    assert len(frozen) == len(full) - 1
+    for a, b in zip(frozen, full[1:]):
+        np.testing.assert_array_equal(a, b)

@@ -7,7 +7,9 @@ outside the image reads (or drops) a zero.
 import numpy as np
 from numba import njit, prange
 
-from . import blas
+from minitorch_cifar import backend
+
+from . import bf16, blas
 
 OPTS = dict(parallel=True, cache=True, error_model="numpy", fastmath=False)
 
@@ -106,6 +108,27 @@ def _chunk(N, K, P, itemsize):
     return int(max(1, min(N, CHUNK_BYTES // max(1, K * P * itemsize))))
 
 
+# With backend.set_float32_matmul_precision("medium") both operands of every GEMM below are bfloat16
+# (uint16 arrays: x, dout and the weights are rounded once, before im2col / the shifted copies, which then
+# move half the bytes) and the products are summed in float32 by MKL (kernels/cpu/bf16.py).
+def _operand(a):
+    """A GEMM operand as the GEMMs of this layer take it: float32/64 as is, or rounded to bfloat16."""
+    if a.dtype == np.float32 and backend.get_float32_matmul_precision() == "medium":
+        return bf16.to_bf16(a)
+    return np.ascontiguousarray(a)
+
+
+def _matmul(a, b, out, trans_a=False, trans_b=False):
+    if a.dtype == np.uint16:
+        return bf16.matmul(a, b, out, trans_a, trans_b)
+    return np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
+
+
+def _gemm(a, a_offset, lda, b, b_offset, ldb, c, c_offset, ldc, m, n, k, beta):
+    (bf16.gemm if a.dtype == np.uint16 else blas.gemm)(a, a_offset, lda, b, b_offset, ldb, c, c_offset, ldc,
+                                                       m, n, k, beta=beta)
+
+
 @njit(**OPTS)
 def _zero_and_col2im(col, dx, kh, kw, stride, padding, OH, OW):
     N, C, H, W = dx.shape
@@ -150,7 +173,7 @@ ROW_SHIFT_MIN_ROWS = 8
 
 def _row_shift_applies(x, kh, kw, stride, padding):
     return (stride == 1 and kh == kw == 2 * padding + 1 and x.shape[1] >= ROW_SHIFT_MIN_CHANNELS
-            and x.shape[2] >= ROW_SHIFT_MIN_ROWS and blas.available(x.dtype))
+            and x.shape[2] >= ROW_SHIFT_MIN_ROWS and (x.dtype == np.uint16 or blas.available(x.dtype)))
 
 
 @njit(**OPTS)
@@ -189,20 +212,21 @@ def _rows_to_nchw(y, bias, out, padding):
 
 
 def _row_shift_conv(x, w_rows, bias, padding, out):
-    """out (N, F, H, W) = conv of x with w_rows (kh, F, kw*C) laid out [i, f, j*C + c]."""
+    """out (N, F, H, W) = conv of x with w_rows (kh, F, kw*C) laid out [i, f, j*C + c] (both float, or
+    both bfloat16 for a float32 out)."""
     N, C, H, W = x.shape
     kh, F, kwC = w_rows.shape
-    b = np.zeros(F, x.dtype) if bias is None else bias
+    b = np.zeros(F, out.dtype) if bias is None else bias
     nb = _chunk(N, kwC, (H + padding) * W, x.itemsize)
     for n0 in range(0, N, nb):
         n1 = min(N, n0 + nb)
         L = (padding + (n1 - n0) * (H + padding)) * W
         M = L - 2 * padding * W
         xs = _workspace("xs", (kwC // C, C, L), x.dtype)
-        y = _workspace("y", (F, M), x.dtype)
+        y = _workspace("y", (F, M), out.dtype)
         _shifted_rows(x[n0:n1], xs, padding)
         for i in range(kh):
-            blas.gemm(w_rows, i * F * kwC, kwC, xs, i * W, L, y, 0, M, F, M, kwC, beta=float(i > 0))
+            _gemm(w_rows, i * F * kwC, kwC, xs, i * W, L, y, 0, M, F, M, kwC, float(i > 0))
         _rows_to_nchw(y, b, out[n0:n1], padding)
     return out
 
@@ -216,23 +240,24 @@ def _rows_of(weight):
 def conv2d_forward(x, weight, bias, stride, padding):
     N, C, H, W = x.shape
     F, _, kh, kw = weight.shape
-    if _row_shift_applies(x, kh, kw, stride, padding):
-        x = np.ascontiguousarray(x)
-        out = np.empty((N, F, H, W), dtype=x.dtype)
-        return _row_shift_conv(x, _rows_of(weight), bias, padding, out), x
+    x = np.ascontiguousarray(x)
+    xg = _operand(x)  # what the GEMMs read: x itself, or x in bfloat16
+    out_dtype = x.dtype
+    if _row_shift_applies(xg, kh, kw, stride, padding):
+        out = np.empty((N, F, H, W), dtype=out_dtype)
+        return _row_shift_conv(xg, _operand(_rows_of(weight)), bias, padding, out), x
     OH, OW = _out_size(H, kh, stride, padding), _out_size(W, kw, stride, padding)
     P, K = OH * OW, C * kh * kw
-    x = np.ascontiguousarray(x)
-    w2 = weight.reshape(F, K)
-    b = np.zeros(F, x.dtype) if bias is None else bias
-    out = np.empty((N, F, P), dtype=x.dtype)
-    nb = _chunk(N, K, P, x.itemsize)
+    w2 = _operand(weight.reshape(F, K))
+    b = np.zeros(F, out_dtype) if bias is None else bias
+    out = np.empty((N, F, P), dtype=out_dtype)
+    nb = _chunk(N, K, P, xg.itemsize)
     for n0 in range(0, N, nb):
         n1 = min(N, n0 + nb)
-        col = _workspace("col", (K, (n1 - n0) * P), x.dtype)
-        y = _workspace("y", (F, (n1 - n0) * P), x.dtype)
-        _im2col(x[n0:n1], col, kh, kw, stride, padding, OH, OW)
-        np.matmul(w2, col, out=y)
+        col = _workspace("col", (K, (n1 - n0) * P), xg.dtype)
+        y = _workspace("y", (F, (n1 - n0) * P), out_dtype)
+        _im2col(xg[n0:n1], col, kh, kw, stride, padding, OH, OW)
+        _matmul(w2, col, y)
         _gemm_to_nchw(y, b, out[n0:n1])
     return out.reshape(N, F, OH, OW), x
 
@@ -241,29 +266,30 @@ def conv2d_backward(dout, saved, weight, stride, padding, need_dx=True):
     x = saved
     N, C, H, W = x.shape
     F, _, kh, kw = weight.shape
-    dx_by_rows = need_dx and F <= C and _row_shift_applies(x, kh, kw, stride, padding)
     OH, OW = dout.shape[2:]
     P, K = OH * OW, C * kh * kw
     dout = np.ascontiguousarray(dout).reshape(N, F, P)
-    w2t = weight.reshape(F, K).T
+    xg, doutg = _operand(x), _operand(dout)  # the GEMMs' operands (bfloat16 under "medium" precision)
+    dx_by_rows = need_dx and F <= C and _row_shift_applies(xg, kh, kw, stride, padding)
+    w2 = _operand(weight.reshape(F, K))
     dw = np.zeros((F, K), dtype=x.dtype)
     dw_part = np.empty((F, K), dtype=x.dtype)
     dx = np.empty_like(x) if need_dx else None
-    nb = _chunk(N, K, P, x.itemsize)
+    nb = _chunk(N, K, P, xg.itemsize)
     for n0 in range(0, N, nb):
         n1 = min(N, n0 + nb)
         cols = (n1 - n0) * P
-        col = _workspace("col", (K, cols), x.dtype)
-        g = _workspace("y", (F, cols), x.dtype)
-        _im2col(x[n0:n1], col, kh, kw, stride, padding, OH, OW)
-        _nchw_to_gemm(dout[n0:n1], g)
-        np.matmul(g, col.T, out=dw_part)
+        col = _workspace("col", (K, cols), xg.dtype)
+        g = _workspace("g", (F, cols), xg.dtype)
+        _im2col(xg[n0:n1], col, kh, kw, stride, padding, OH, OW)
+        _nchw_to_gemm(doutg[n0:n1], g)
+        _matmul(g, col, dw_part, trans_b=True)
         dw += dw_part
         if need_dx and not dx_by_rows:
             dcol = _workspace("dcol", (K, cols), x.dtype)
-            np.matmul(w2t, g, out=dcol)
+            _matmul(w2, g, dcol, trans_a=True)
             _zero_and_col2im(dcol, dx[n0:n1], kh, kw, stride, padding, OH, OW)
     if dx_by_rows:  # the transposed convolution: dout convolved with the kernel flipped, in and out swapped
         flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
-        _row_shift_conv(dout.reshape(N, F, OH, OW), _rows_of(flipped), None, padding, dx)
+        _row_shift_conv(doutg.reshape(N, F, OH, OW), _operand(_rows_of(flipped)), None, padding, dx)
     return dx, dw.reshape(weight.shape), dout.sum(axis=(0, 2))

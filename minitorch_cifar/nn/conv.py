@@ -22,6 +22,11 @@ Backward, with Y = W2 @ col + b and G = dL/dY laid out as (F, N*OH*OW):
 
 Cached: the column matrix (to form dL/dW without redoing im2col) and the input shape.
 
+Precision: after ``mc.set_float32_matmul_precision("medium")`` (torch's switch of the same name) both
+operands of each product are rounded to bfloat16 first (``backend.gemm_operand``), the sums stay float32.
+The numba backend then runs them on Intel MKL's bfloat16 GEMM (kernels/cpu/bf16.py), several times faster
+on CPUs with AMX; here they are float32 products of the rounded numbers, the reference for that path.
+
 This file is the reference. The numba backend swaps in kernels/cpu/conv.py's ``conv2d_forward`` and
 ``conv2d_backward`` whole: the same products, but over chunks of a few images whose columns stay in
 cache, rebuilding the columns in backward instead of storing them (memory: x instead of col).
@@ -98,7 +103,7 @@ def conv2d_forward(x, weight, bias, stride, padding):
     F, C, kh, kw = weight.shape
     OH, OW = output_size(x.shape[2], kh, stride, padding), output_size(x.shape[3], kw, stride, padding)
     col = im2col(x, kh, kw, stride, padding)
-    y = weight.reshape(F, -1) @ col
+    y = backend.gemm_operand(weight.reshape(F, -1)) @ backend.gemm_operand(col)
     return gemm_to_nchw(y, bias, N).reshape(N, F, OH, OW), (col, x.shape)
 
 
@@ -108,13 +113,14 @@ def conv2d_backward(dout, saved, weight, stride, padding, need_dx=True):
     col, x_shape = saved
     F, C, kh, kw = weight.shape
     grad = nchw_to_gemm(dout)  # (F, N*OH*OW)
-    dweight = (grad @ col.T).reshape(weight.shape)
-    dx = col2im(weight.reshape(F, -1).T @ grad, x_shape, kh, kw, stride, padding) if need_dx else None
+    grad_g, col_g = backend.gemm_operand(grad), backend.gemm_operand(col)  # (bfloat16-rounded under "medium")
+    dweight = (grad_g @ col_g.T).reshape(weight.shape)
+    dx = col2im(backend.gemm_operand(weight.reshape(F, -1)).T @ grad_g, x_shape, kh, kw, stride, padding) if need_dx else None
     return dx, dweight, grad.sum(axis=1)
 
 
 class Conv2d(Module):
-    input_grad = True  # False on a network's first layer: nobody needs dL/d(image), so skip computing it
+    input_grad = True  # False: backward returns None instead of dL/dx (nothing before it trains; see Sequential)
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)

@@ -233,7 +233,23 @@ class Sequential(Module):
     def backward(self, dout):
         for layer in reversed(self.layers):
             dout = layer.backward(dout)
+            if dout is None:  # a layer with nothing trainable before it sent no input gradient: stop here
+                return None
         return dout
+
+    def skip_unneeded_input_grads(self):
+        """Convolutions with no trainable parameter before them (the first layer; the one after a frozen
+        stem) skip computing dL/dx: nobody needs it. Call again when requires_grad changes; returns the
+        layers that skip."""
+        from minitorch_cifar.nn.conv import Conv2d
+        trainable_before, skipping = False, []
+        for layer in self.layers:
+            if isinstance(layer, Conv2d):
+                layer.input_grad = trainable_before
+                if not trainable_before:
+                    skipping.append(layer)
+            trainable_before = trainable_before or any(p.requires_grad for p in layer.parameters())
+        return skipping
 
 
 class Residual(Module):
