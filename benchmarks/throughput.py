@@ -59,14 +59,16 @@ def torch_train_step(torch, model, opt, x, y):
 @contextlib.contextmanager
 def precision(bf16, torch=None):
     """Convolution GEMMs on bfloat16 operands (bf16=True) or float32, for minitorch or (given) torch."""
-    if torch is None:
-        mc.set_float32_matmul_precision("medium" if bf16 else "highest")
+    def use(half):
+        if torch is None:
+            mc.set_float32_matmul_precision("medium" if half else "highest")
+        else:
+            torch.backends.mkldnn.conv.fp32_precision = "bf16" if half else "none"
+    use(bf16)
+    try:
         yield
-        mc.set_float32_matmul_precision("highest")
-    else:
-        torch.backends.mkldnn.conv.fp32_precision = "bf16" if bf16 else "none"
-        yield
-        torch.backends.mkldnn.conv.fp32_precision = "none"
+    finally:
+        use(False)
 
 
 def bench(arch, batch, backends, reps, threads, bf16=False):

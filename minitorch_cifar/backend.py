@@ -95,7 +95,7 @@ def set_float32_matmul_precision(precision: str) -> None:
     """torch's switch, for the convolutions' GEMMs on float32 data. "highest": float32 operands.
     "medium": both operands rounded to bfloat16 (8-bit mantissa), products summed in float32, the rest
     of the network (activations, weights, gradients, optimizer) still float32. Under numba it runs on
-    Intel MKL's AMX bfloat16 GEMM (kernels/cpu/bf16.py: about 4x a float32 GEMM on this CPU); under
+    Intel MKL's AMX bfloat16 GEMM (kernels/cpu/bf16.py: 2.5-3x a float32 GEMM on this CPU); under
     numpy and cupy the operands are rounded the same way and multiplied in float32: the same numbers,
     up to summation order, which is what the tests compare the fast path against."""
     if precision not in MATMUL_PRECISIONS:
@@ -122,7 +122,8 @@ def gemm_operand(a):
         return a
     xp = array_module(a)
     bits = xp.ascontiguousarray(a).view(xp.uint32)
-    return ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).astype(xp.uint32).view(xp.float32)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).astype(xp.uint32).view(xp.float32)
+    return xp.where(xp.isnan(a), a, rounded)  # a NaN's bits would carry into the sign: keep it a NaN
 
 
 def kernel(reference):

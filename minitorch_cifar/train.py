@@ -292,8 +292,9 @@ def _train(config, data, progress, resume, on_step, log, comm):
     from minitorch_cifar import plots
 
     root = comm is None or comm.is_root
-    backend.set_backend(config.backend)
-    backend.set_float32_matmul_precision(config.matmul_precision)  # raises, saying why, if it cannot run here
+    # precision first: one left by an earlier run in this process must not make set_backend refuse
+    backend.set_float32_matmul_precision(config.matmul_precision)
+    backend.set_backend(config.backend)  # raises, saying why, if "medium" cannot run on this backend here
     dtype = np.dtype(config.dtype)
     backend.set_default_dtype(dtype)
     out = Path(config.out)

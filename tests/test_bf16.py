@@ -27,7 +27,8 @@ def test_rounding_matches_torch_bit_for_bit(torch):
     np.testing.assert_array_equal(bf16.to_bf16(x), want)
     mc.set_float32_matmul_precision("medium")
     np.testing.assert_array_equal(backend.gemm_operand(x), bf16.to_float32(want))  # the reference rounds alike
-    assert np.isnan(bf16.to_float32(bf16.to_bf16(np.float32([np.nan])))).all()
+    nans = np.array([np.nan, -np.nan], np.float32)
+    assert np.isnan(bf16.to_float32(bf16.to_bf16(nans))).all() and np.isnan(backend.gemm_operand(nans)).all()
 
 
 def test_float64_and_highest_precision_are_left_alone():

@@ -45,8 +45,8 @@ def _load():
     # MKL's own threading (Intel or GNU OpenMP, TBB) gave wrong threaded results in a process that had
     # imported torch first (relative error 0.7 at 256x2304x3920; torch brings its GNU OpenMP and MKL
     # symbols). So MKL runs sequential, and gemm() below splits the columns over Python threads itself
-    # (ctypes lets go of the GIL during the call); one thread per MPI rank needs no split at all.
-    os.environ["MKL_THREADING_LAYER"] = "SEQUENTIAL"
+    # (ctypes lets go of the GIL during the call); one thread per MPI rank needs no split at all. The
+    # layer is set by a call on this library instance, not MKL_THREADING_LAYER, which torch's MKL would read too.
     try:
         lib = ctypes.CDLL(path, mode=ctypes.RTLD_LOCAL | getattr(os, "RTLD_DEEPBIND", 0))
         fn = lib.cblas_gemm_bf16bf16f32
