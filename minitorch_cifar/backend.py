@@ -93,9 +93,9 @@ MATMUL_PRECISIONS = ("highest", "medium")
 
 def set_float32_matmul_precision(precision: str) -> None:
     """torch's switch, for the convolutions' GEMMs on float32 data. "highest": float32 operands.
-    "medium": both operands rounded to bfloat16 (8-bit mantissa), products summed in float32, the rest
+    "medium": both operands rounded to bfloat16 (7 stored mantissa bits), products summed in float32, the rest
     of the network (activations, weights, gradients, optimizer) still float32. Under numba it runs on
-    Intel MKL's AMX bfloat16 GEMM (kernels/cpu/bf16.py: 2.5-3x a float32 GEMM on this CPU); under
+    Intel MKL's AMX bfloat16 GEMM (kernels/cpu/bf16.py); under
     numpy and cupy the operands are rounded the same way and multiplied in float32: the same numbers,
     up to summation order, which is what the tests compare the fast path against."""
     if precision not in MATMUL_PRECISIONS:
