@@ -189,11 +189,10 @@ def test_skipping_unneeded_input_gradients_keeps_every_parameter_gradient(backen
     assert model.skip_unneeded_input_grads() == [stem]  # the stem's bias still trains: conv1 must send dx
     dx, skipped = grads()
     assert dx is None and conv1.input_grad
-    for a, b in zip(skipped, full):
+    for a, b in zip(skipped, full, strict=True):
         np.testing.assert_array_equal(a, b)
     stem.bias.requires_grad = False  # as --whiten-bias-epochs does
     assert model.skip_unneeded_input_grads() == [stem, conv1]
     _, frozen = grads()
-    assert len(frozen) == len(full) - 1
-    for a, b in zip(frozen, full[1:]):
+    for a, b in zip(frozen, full[1:], strict=True):
         np.testing.assert_array_equal(a, b)

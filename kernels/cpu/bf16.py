@@ -3,7 +3,7 @@
 A bfloat16 is the top half of a float32: same exponent range, 7 stored mantissa bits (relative rounding
 error at most 2^-8). Products of two of them are exact in float32 and summed there, so a GEMM loses only the
 rounding of its inputs. On CPUs with AMX (Intel Sapphire Rapids and later), Intel's MKL runs such GEMMs
-several times faster than float32 ones. The whole `fast` training step went from 0.57x to 0.77x torch's
+several times faster than float32 ones. The whole `fast` training step went from about 0.6x to about 0.8x torch's
 (benchmarks/throughput.py --bf16). OpenBLAS as NumPy ships it has no bfloat16 GEMM, so this module loads
 MKL's ``cblas_gemm_bf16bf16f32`` from the ``mkl`` wheel (the ``mkl`` extra) and says when it cannot.
 
@@ -94,8 +94,8 @@ def gemm(a, a_offset, lda, b, b_offset, ldb, c, c_offset, ldc, m, n, k, beta=0.0
     threads = min(numba.get_num_threads(), max(1, n // 64))
     if threads <= 1 or 2 * m * n * k < SPLIT_FLOPS:
         return columns(0, n)
-    if _state["pool"] is None or _state["pool"]._max_workers < threads:
-        _state["pool"] = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="bf16-gemm")
+    if _state["pool"] is None:  # as many workers as Numba may ever use (its thread count can only go down)
+        _state["pool"] = concurrent.futures.ThreadPoolExecutor(numba.config.NUMBA_NUM_THREADS, thread_name_prefix="bf16-gemm")
     bounds = [n * t // threads // 16 * 16 for t in range(threads)] + [n]  # 16-column aligned parts
     for part in [_state["pool"].submit(columns, j0, j1) for j0, j1 in zip(bounds, bounds[1:])]:
         part.result()

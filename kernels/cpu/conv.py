@@ -110,12 +110,18 @@ def _chunk(N, K, P, itemsize):
 
 # With backend.set_float32_matmul_precision("medium") both operands of every GEMM below are bfloat16
 # (uint16 arrays: x, dout and the weights are rounded once, before im2col / the shifted copies, which then
-# move half the bytes) and the products are summed in float32 by MKL (kernels/cpu/bf16.py).
+# move half the bytes) and the products are summed in float32 by MKL (kernels/cpu/bf16.py). The forward
+# keeps the rounded x for backward: half the memory, and no second rounding pass.
 def _operand(a):
-    """A GEMM operand as the GEMMs of this layer take it: float32/64 as is, or rounded to bfloat16."""
+    """x as the GEMMs of this layer take it: float32/64 as is, or rounded to bfloat16."""
     if a.dtype == np.float32 and backend.get_float32_matmul_precision() == "medium":
         return bf16.to_bf16(a)
     return np.ascontiguousarray(a)
+
+
+def _like(a, xg):
+    """Another GEMM operand (weights, dout) in the form xg took."""
+    return bf16.to_bf16(a) if xg.dtype == np.uint16 else np.ascontiguousarray(a)
 
 
 def _matmul(a, b, out, trans_a=False, trans_b=False):
@@ -240,15 +246,14 @@ def _rows_of(weight):
 def conv2d_forward(x, weight, bias, stride, padding):
     N, C, H, W = x.shape
     F, _, kh, kw = weight.shape
-    x = np.ascontiguousarray(x)
-    xg = _operand(x)  # what the GEMMs read: x itself, or x in bfloat16
+    xg = _operand(x)  # what the GEMMs read, and all backward needs: x itself, or x in bfloat16
     out_dtype = x.dtype
     if _row_shift_applies(xg, kh, kw, stride, padding):
         out = np.empty((N, F, H, W), dtype=out_dtype)
-        return _row_shift_conv(xg, _operand(_rows_of(weight)), bias, padding, out), x
+        return _row_shift_conv(xg, _like(_rows_of(weight), xg), bias, padding, out), xg
     OH, OW = _out_size(H, kh, stride, padding), _out_size(W, kw, stride, padding)
     P, K = OH * OW, C * kh * kw
-    w2 = _operand(weight.reshape(F, K))
+    w2 = _like(weight.reshape(F, K), xg)
     b = np.zeros(F, out_dtype) if bias is None else bias
     out = np.empty((N, F, P), dtype=out_dtype)
     nb = _chunk(N, K, P, xg.itemsize)
@@ -259,37 +264,38 @@ def conv2d_forward(x, weight, bias, stride, padding):
         _im2col(xg[n0:n1], col, kh, kw, stride, padding, OH, OW)
         _matmul(w2, col, y)
         _gemm_to_nchw(y, b, out[n0:n1])
-    return out.reshape(N, F, OH, OW), x
+    return out.reshape(N, F, OH, OW), xg
 
 
 def conv2d_backward(dout, saved, weight, stride, padding, need_dx=True):
-    x = saved
-    N, C, H, W = x.shape
+    xg = saved  # x as the forward's GEMMs read it (bfloat16 under "medium"): backward follows the forward
+    N, C, H, W = xg.shape
     F, _, kh, kw = weight.shape
     OH, OW = dout.shape[2:]
     P, K = OH * OW, C * kh * kw
+    dtype = dout.dtype
     dout = np.ascontiguousarray(dout).reshape(N, F, P)
-    xg, doutg = _operand(x), _operand(dout)  # the GEMMs' operands (bfloat16 under "medium" precision)
+    doutg = _like(dout, xg)
     dx_by_rows = need_dx and F <= C and _row_shift_applies(xg, kh, kw, stride, padding)
-    w2 = _operand(weight.reshape(F, K))
-    dw = np.zeros((F, K), dtype=x.dtype)
-    dw_part = np.empty((F, K), dtype=x.dtype)
-    dx = np.empty_like(x) if need_dx else None
+    w2 = _like(weight.reshape(F, K), xg)
+    dw = np.zeros((F, K), dtype=dtype)
+    dw_part = np.empty((F, K), dtype=dtype)
+    dx = np.empty((N, C, H, W), dtype=dtype) if need_dx else None
     nb = _chunk(N, K, P, xg.itemsize)
     for n0 in range(0, N, nb):
         n1 = min(N, n0 + nb)
         cols = (n1 - n0) * P
         col = _workspace("col", (K, cols), xg.dtype)
-        g = _workspace("g", (F, cols), xg.dtype)
+        g = _workspace("y", (F, cols), xg.dtype)
         _im2col(xg[n0:n1], col, kh, kw, stride, padding, OH, OW)
         _nchw_to_gemm(doutg[n0:n1], g)
         _matmul(g, col, dw_part, trans_b=True)
         dw += dw_part
         if need_dx and not dx_by_rows:
-            dcol = _workspace("dcol", (K, cols), x.dtype)
+            dcol = _workspace("dcol", (K, cols), dtype)
             _matmul(w2, g, dcol, trans_a=True)
             _zero_and_col2im(dcol, dx[n0:n1], kh, kw, stride, padding, OH, OW)
     if dx_by_rows:  # the transposed convolution: dout convolved with the kernel flipped, in and out swapped
         flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
-        _row_shift_conv(doutg.reshape(N, F, OH, OW), _operand(_rows_of(flipped)), None, padding, dx)
+        _row_shift_conv(doutg.reshape(N, F, OH, OW), _like(_rows_of(flipped), xg), None, padding, dx)
     return dx, dw.reshape(weight.shape), dout.sum(axis=(0, 2))
