@@ -87,7 +87,7 @@ def test_gemm_offsets_row_strides_and_accumulation():
        k_pad_stride=st.sampled_from([(3, 1, 1), (3, 1, 2), (2, 0, 1), (1, 0, 1), (3, 0, 1)]),
        chunk_bytes=st.sampled_from([500, 1 << 24]))
 def test_numba_convolution_at_medium_equals_the_reference_at_medium(n, c, f, h, k_pad_stride, chunk_bytes):
-    """Both GEMM paths (row shifts from 8 channels and 8 rows, im2col otherwise), forward and backward."""
+    """Both GEMM paths (row shifts from 8 channels, stride 1 and "same" padding; im2col otherwise), forward and backward."""
     k, p, s = k_pad_stride
     rng = np.random.default_rng(n * 1000 + c * 100 + f * 10 + h)
     x = rng.standard_normal((n, c, h, h)).astype(np.float32)

@@ -56,44 +56,38 @@ def test_chunked_convolution_equals_reference(g, f, bias, chunk_bytes):
 
 
 @settings(max_examples=30, deadline=None)
-@given(n=st.integers(1, 5), c=st.integers(1, 6), f=st.integers(1, 6), h=st.integers(1, 8), w=st.integers(1, 8),
-       half=st.integers(0, 2), dtype=st.sampled_from([np.float32, np.float64]), chunk_bytes=st.sampled_from([1, 2000, 1 << 24]),
-       direct_blas=st.booleans())
-def test_row_shift_convolution_equals_reference(n, c, f, h, w, half, dtype, chunk_bytes, direct_blas):
-    """Stride 1, kernel 2*half+1, padding half: the row-shift path (kh BLAS GEMMs summed into the output,
-    images stacked with shared zero rows; its transposed twin for dx when f <= c), in chunks down to one
-    image, and the im2col path it replaces when NumPy's BLAS cannot be called directly."""
+@given(n=st.integers(1, 6), c=st.integers(1, 6), f=st.integers(1, 6), h=st.integers(1, 8), w=st.integers(1, 8),
+       half=st.integers(0, 2), dtype=st.sampled_from([np.float32, np.float64]), group_columns=st.sampled_from([1, 40, 10_000]),
+       bias=st.booleans(), need_dx=st.booleans())
+def test_row_shift_convolution_equals_reference(n, c, f, h, w, half, dtype, group_columns, bias, need_dx):
+    """Stride 1, kernel 2*half+1, padding half: the row-shift path (kw shifted copies, kh GEMMs from inside
+    the Numba loop, dx folded back from the copies' gradient), one image per group or several."""
+    if not cpu.bf16.available():
+        pytest.skip(f"the row-shift path needs MKL: {cpu.bf16.why_unavailable()}")
     k = 2 * half + 1
-    x, wt, b = _x((n, c, h, w), dtype), _x((f, c, k, k), dtype, 1), _x((f,), dtype, 2)
+    x, wt, b = _x((n, c, h, w), dtype), _x((f, c, k, k), dtype, 1), _x((f,), dtype, 2) if bias else None
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cpu.conv, "CHUNK_BYTES", chunk_bytes)
         mp.setattr(cpu.conv, "ROW_SHIFT_MIN_CHANNELS", 1)
-        mp.setattr(cpu.conv, "ROW_SHIFT_MIN_ROWS", 1)
-        if direct_blas:
-            assert cpu.conv._row_shift_applies(x, k, k, 1, half)
-        else:
-            mp.setattr(cpu.conv.blas, "available", lambda dtype: False)
+        mp.setattr(cpu.conv, "GROUP_COLUMNS", group_columns)
+        assert cpu.conv._row_shift_applies(x, k, k, 1, half)
         y, saved = cpu.conv.conv2d_forward(x, wt, b, 1, half)
         dout = _x(y.shape, dtype, 3)
-        grads = cpu.conv.conv2d_backward(dout, saved, wt, 1, half)
+        dx, dw, db = cpu.conv.conv2d_backward(dout, saved, wt, 1, half, need_dx, bias)
     ry, rsaved = conv.conv2d_forward.reference(x, wt, b, 1, half)
+    rdx, rdw, rdb = conv.conv2d_backward.reference(dout, rsaved, wt, 1, half, need_dx, bias)
+    assert (dx is None) == (not need_dx) and (db is None) == (not bias)
     tol = 1e-12 if dtype == np.float64 else 1e-4
-    for ours, ref in zip((y, *grads), (ry, *conv.conv2d_backward.reference(dout, rsaved, wt, 1, half))):
-        np.testing.assert_allclose(ours, ref, rtol=tol, atol=tol * 10)
+    for ours, ref in ((y, ry), (dx, rdx), (dw, rdw), (db, rdb)):
+        if ref is not None:
+            np.testing.assert_allclose(ours, ref, rtol=tol, atol=tol * 10)
 
 
-def test_direct_blas_gemm_strides_offsets_and_accumulation():
-    a = _x((3, 8), np.float32)[:, :5].copy()
-    b = _x((6, 20), np.float32, 1)
-    c = np.ones((3, 7), np.float32)
-    cpu.blas.gemm(a, 0, 5, b, 4, 20, c, 1, 7, 3, 6, 5, beta=1.0)  # c[:, 1:7] += a @ b[:5, 4:10]
-    np.testing.assert_allclose(c[:, 1:], 1 + a @ b[:5, 4:10], rtol=1e-5)
-    np.testing.assert_array_equal(c[:, 0], 1)
-    bt = _x((9, 5), np.float32, 2)
-    cpu.blas.gemm(a, 0, 5, bt, 0, 5, c, 0, 7, 3, 7, 5, trans_b=True)  # c = a @ bt[:7].T
-    np.testing.assert_allclose(c, a @ bt[:7].T, rtol=1e-5)
-    with pytest.raises(ValueError, match="out of bounds"):
-        cpu.blas.gemm(a, 0, 5, b, 50, 20, c, 0, 7, 3, 7, 5)  # 5 rows of 7 from element 50 run past b's 120
+def test_without_mkl_every_convolution_takes_im2col(monkeypatch):
+    monkeypatch.setattr(cpu.bf16, "available", lambda: False)
+    x, wt = _x((2, 8, 6, 6), np.float32), _x((4, 8, 3, 3), np.float32, 1)
+    assert not cpu.conv._row_shift_applies(x, 3, 3, 1, 1)
+    y, saved = cpu.conv.conv2d_forward(x, wt, None, 1, 1)
+    np.testing.assert_allclose(y, conv.conv2d_forward.reference(x, wt, None, 1, 1)[0], rtol=1e-4, atol=1e-4)
 
 
 @SETTINGS
@@ -110,6 +104,17 @@ def test_maxpool(g):
     dout = _x(out.shape, dtype, 1)
     np.testing.assert_allclose(cpu.pool.maxpool_backward(dout, arg, shape, k, k, s, p),
                                pool.maxpool_backward.reference(dout, arg, shape, k, k, s, p), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("h,w", [(31, 31), (8, 9), (3, 2)])
+def test_maxpool_2x2_stride_2_fast_path(h, w):
+    """The branch-free 2x2/stride-2 kernel: the first maximum of each window wins ties, as the reference."""
+    x = np.round(_x((2, 3, h, w), np.float32))  # rounded: many ties
+    out, arg = cpu.pool.maxpool_forward(x, 2, 2, 2, 0)
+    rout, rarg = pool.maxpool_forward.reference(x, 2, 2, 2, 0)
+    np.testing.assert_array_equal(out, rout)
+    np.testing.assert_array_equal(arg, rarg)
+    assert len(np.unique(arg)) == 4
 
 
 @SETTINGS

@@ -62,6 +62,27 @@ def _load():
     return lib
 
 
+def nopython_gemms():
+    """MKL's ``cblas_gemm_bf16bf16f32``, ``cblas_sgemm`` and ``cblas_dgemm`` as ctypes functions that Numba's
+    nopython code can call (kernels/cpu/conv.py calls them per image group from inside a parallel loop).
+    Their pointer arguments are declared as 64-bit integers (the same register on x86-64), so a kernel
+    passes ``a.ctypes.data + offset``. MKL runs sequential here: calls from several Numba threads at once
+    are independent."""
+    if not available():
+        raise RuntimeError(why_unavailable())
+    if "nopython" not in _state:
+        i32, addr = ctypes.c_int, ctypes.c_uint64
+        fns = []
+        for name, scalar in (("cblas_gemm_bf16bf16f32", ctypes.c_float), ("cblas_sgemm", ctypes.c_float),
+                             ("cblas_dgemm", ctypes.c_double)):
+            fn = _state["lib"][name]  # indexing makes a new function object: its own argtypes
+            fn.argtypes = [i32, i32, i32, i32, i32, i32, scalar, addr, i32, addr, i32, scalar, addr, i32]
+            fn.restype = None
+            fns.append(fn)
+        _state["nopython"] = tuple(fns)
+    return _state["nopython"]
+
+
 def available():
     if not _state["tried"]:
         _load()

@@ -4,12 +4,13 @@ Same layouts as the reference in minitorch_cifar/nn/conv.py: col is (C*kh*kw, N*
 r = (c*kh + i)*kw + j, column n*OH*OW + oh*OW + ow. Padding is never materialised: an index that falls
 outside the image reads (or drops) a zero.
 """
+import numba
 import numpy as np
 from numba import njit, prange
 
 from minitorch_cifar import backend
 
-from . import bf16, blas
+from . import bf16
 
 OPTS = dict(parallel=True, cache=True, error_model="numpy", fastmath=False)
 
@@ -130,11 +131,6 @@ def _matmul(a, b, out, trans_a=False, trans_b=False):
     return np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
 
 
-def _gemm(a, a_offset, lda, b, b_offset, ldb, c, c_offset, ldc, m, n, k, beta):
-    (bf16.gemm if a.dtype == np.uint16 else blas.gemm)(a, a_offset, lda, b, b_offset, ldb, c, c_offset, ldc,
-                                                       m, n, k, beta=beta)
-
-
 @njit(**OPTS)
 def _zero_and_col2im(col, dx, kh, kw, stride, padding, OH, OW):
     N, C, H, W = dx.shape
@@ -160,81 +156,181 @@ def _zero_and_col2im(col, dx, kh, kw, stride, padding, OH, OW):
 
 # ------------------------------------------------------------ stride 1, odd kernel, "same" padding: row shifts
 # Rather than nine (kh*kw) shifted copies of the input in a column matrix, keep kw column-shifted copies
-# of the images stacked one under another, with `padding` zero rows between them, flattened row by row
-# (width W). Shifting a kernel row i down is then just starting i*W elements later in that flat array,
-# so the convolution is kh GEMMs over the same buffer, each summed into the output by BLAS (beta = 1):
-#     y[f, q] = sum_i  w_i[f, (j, c)] @ xs[(j, c), q + i*W]       q = (n*(H + padding) + h)*W + w
-# a third of im2col's memory traffic for 3x3, no column matrix, no col2im. The output also gets the rows
-# between images (discarded); with `padding` shared zero rows that is padding/H extra work.
-# The input gradient is the same convolution of dout with the flipped, transposed kernel: used when
-# dout has no more channels than x (else its kw shifted copies outweigh the column matrix). The weight
-# gradient stays im2col + one GEMM: as kh GEMMs with a long inner dimension it was no faster.
-# Per layer, beside the im2col path and torch: python benchmarks/conv_layers.py --arch fast --batch 512.
-# Where it pays (benchmarks/conv_layers.py): below 8 input channels the GEMMs' inner dimension kw*C is too
-# short (RGB input: im2col wins); below 8 rows the shared zero rows cost more work (1/7 at 7x7) than the
-# smaller buffer saves.
+# of a group of G images stacked one under another, with p = padding zero rows between them, flattened
+# row by row (width W). Shifting a kernel row i down is then just starting i*W elements later in that
+# flat array, so the convolution is kh GEMMs over the same buffer, summed into the output (beta = 1):
+#     y[f, q] = sum_i W_i[f, (j, c)] @ xs[(j, c), q + i*W]          q = (g*(H + p) + h)*W + w
+# a third of im2col's memory traffic for 3x3, no column matrix. In backward, with dout laid out like y
+# (zeros in the rows between images):
+#     dW_i += dout @ xs[:, i*W : i*W + M].T
+#     dxs[:, i*W : i*W + M] += W_i.T @ dout             (the gradient of each shifted copy)
+#     dx[g, c, h, w] = sum_j dxs[j, c, (p + g*(H + p) + h)*W + w - (j - p)]    (the adjoint of the copy)
+# whatever F and C: no column matrix, no col2im.
+# Each group is done whole while its pieces sit in the core's L2 cache (a few hundred KB), one thread per
+# block of groups, each with its own scratch: memory sees x, dout, out and dx once. A group is one image
+# when an image alone gives the GEMMs enough columns (then out[n] and dout[n] are already the (F, H*W)
+# matrices the GEMMs write and read: no reorder at all), several small images otherwise.
+# The GEMMs are MKL's (bfloat16, float32, float64), called from inside the Numba loop through a ctypes
+# pointer (bf16.nopython_gemms); without MKL this path is off and im2col does everything.
+# Below 8 input channels the GEMMs' inner dimension kw*C is too short (RGB input): im2col there.
+# Per layer, beside im2col and torch: python benchmarks/conv_layers.py --arch fast --batch 512 [--bf16].
 ROW_SHIFT_MIN_CHANNELS = 8
-ROW_SHIFT_MIN_ROWS = 8
+GROUP_COLUMNS = 448  # images per group: as many as give the GEMMs this many columns (at least one image)
+_NO_TRANS, _TRANS = 111, 112  # CBLAS's names for op(a) = a and a.T
 
 
 def _row_shift_applies(x, kh, kw, stride, padding):
-    return (stride == 1 and kh == kw == 2 * padding + 1 and x.shape[1] >= ROW_SHIFT_MIN_CHANNELS
-            and x.shape[2] >= ROW_SHIFT_MIN_ROWS and (x.dtype == np.uint16 or blas.available(x.dtype)))
+    return stride == 1 and kh == kw == 2 * padding + 1 and x.shape[1] >= ROW_SHIFT_MIN_CHANNELS and bf16.available()
 
 
-@njit(**OPTS)
-def _shifted_rows(x, xs, padding):
-    """xs[j, c, (padding + n*(H + padding) + h)*W + w] = x[n, c, h, w + j - padding], zeros elsewhere."""
-    N, C, H, W = x.shape
-    kw = xs.shape[0]
-    for jc in prange(kw * C):
-        j, c = jc // C, jc % C
-        shift = j - padding
-        lo, hi = max(0, -shift), min(W, W - shift)
-        dst = xs[j, c]
-        dst[:padding * W] = 0
-        for n in range(N):
-            base = (padding + n * (H + padding)) * W
+@njit(cache=True, error_model="numpy")
+def _shift_copies(x, xs, p):
+    """Images x (G, C, H, W) -> xs[j, c, (p + g*(H + p) + h)*W + w] = x[g, c, h, w + j - p], and zero where
+    that falls outside an image: the p rows above each image and below the last, the columns shifted in."""
+    G, C, H, W = x.shape
+    for j in range(xs.shape[0]):
+        s = j - p
+        lo = min(W, max(0, -s))
+        hi = max(lo, min(W, W - s))
+        for c in range(C):
+            row = xs[j, c]
+            row[:p * W] = 0
+            for g in range(G):
+                base = (p + g * (H + p)) * W
+                for h in range(H):
+                    r = base + h * W
+                    for w in range(lo):
+                        row[r + w] = 0
+                    for w in range(lo, hi):
+                        row[r + w] = x[g, c, h, w + s]
+                    for w in range(hi, W):
+                        row[r + w] = 0
+                row[base + H * W:base + (H + p) * W] = 0
+
+
+@njit(cache=True, error_model="numpy")
+def _fold_shift_copies(dxs, dx, p):
+    """The adjoint of _shift_copies: x[g, c, h, w] went to xs[j, c, (p + g*(H + p) + h)*W + w - s]
+    (s = j - p), so its gradient is the sum of those entries of dxs over j."""
+    G, C, H, W = dx.shape
+    for g in range(G):
+        for c in range(C):
             for h in range(H):
-                row = base + h * W
-                for w in range(lo):
-                    dst[row + w] = 0
-                for w in range(lo, hi):
-                    dst[row + w] = x[n, c, h, w + shift]
-                for w in range(hi, W):
-                    dst[row + w] = 0
-            dst[base + H * W:base + (H + padding) * W] = 0
+                r = (p + g * (H + p) + h) * W
+                for w in range(W):
+                    dx[g, c, h, w] = 0
+                for j in range(dxs.shape[0]):
+                    s = j - p
+                    lo = min(W, max(0, s))
+                    hi = max(lo, min(W, W + s))
+                    for w in range(lo, hi):
+                        dx[g, c, h, w] += dxs[j, c, r + w - s]
+
+
+@njit(cache=True, error_model="numpy")
+def _rows_to_images(y, out, p, bias):
+    """y (F, G*(H + p)*W - p*W), image g's rows from g*(H + p) on -> out (G, F, H, W), + bias."""
+    G, F, H, W = out.shape
+    for g in range(G):
+        for f in range(F):
+            b = bias[f] if bias.size else 0
+            base = g * (H + p) * W
+            for h in range(H):
+                for w in range(W):
+                    out[g, f, h, w] = y[f, base + h * W + w] + b
+
+
+@njit(cache=True, error_model="numpy")
+def _images_to_rows(dout, y, p):
+    """The other way, zeros in the p rows between images: dout laid out as y."""
+    G, F, H, W = dout.shape
+    for f in range(F):
+        for g in range(G):
+            base = g * (H + p) * W
+            for h in range(H):
+                for w in range(W):
+                    y[f, base + h * W + w] = dout[g, f, h, w]
+            if g < G - 1:
+                y[f, base + H * W:base + (H + p) * W] = 0
+
+
+@njit(inline="always")
+def _gemm(gemms, itemsize, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc):
+    """Row-major c = op(a) @ op(b) + beta*c on addresses; the operands' item size picks MKL's bfloat16,
+    float32 or float64 GEMM from gemms (bf16.nopython_gemms(), passed in so that Numba can cache the
+    kernels: the functions' addresses change from process to process)."""
+    if itemsize == 2:
+        gemms[0](101, trans_a, trans_b, m, n, k, np.float32(1), a, lda, b, ldb, np.float32(beta), c, ldc)
+    elif itemsize == 4:
+        gemms[1](101, trans_a, trans_b, m, n, k, np.float32(1), a, lda, b, ldb, np.float32(beta), c, ldc)
+    else:
+        gemms[2](101, trans_a, trans_b, m, n, k, 1.0, a, lda, b, ldb, beta, c, ldc)
 
 
 @njit(**OPTS)
-def _rows_to_nchw(y, bias, out, padding):
-    N, F, H, W = out.shape
-    for nf in prange(N * F):
-        n, f = nf // F, nf % F
-        base, b = n * (H + padding) * W, bias[f]
-        for h in range(H):
-            for w in range(W):
-                out[n, f, h, w] = y[f, base + h * W + w] + b
-
-
-def _row_shift_conv(x, w_rows, bias, padding, out):
-    """out (N, F, H, W) = conv of x with w_rows (kh, F, kw*C) laid out [i, f, j*C + c] (both float, or
-    both bfloat16 for a float32 out)."""
-    N, C, H, W = x.shape
+def _row_shift_forward_kernel(xg, w_rows, bias, out, xs_all, y_all, p, gemms):
+    N, C, H, W = xg.shape
     kh, F, kwC = w_rows.shape
-    b = np.zeros(F, out.dtype) if bias is None else bias
-    nb = _chunk(N, kwC, (H + padding) * W, x.itemsize)
-    for n0 in range(0, N, nb):
-        n1 = min(N, n0 + nb)
-        L = (padding + (n1 - n0) * (H + padding)) * W
-        M = L - 2 * padding * W
-        xs = _workspace("xs", (kwC // C, C, L), x.dtype)
-        y = _workspace("y", (F, M), out.dtype)
-        _shifted_rows(x[n0:n1], xs, padding)
-        for i in range(kh):
-            _gemm(w_rows, i * F * kwC, kwC, xs, i * W, L, y, 0, M, F, M, kwC, float(i > 0))
-        _rows_to_nchw(y, b, out[n0:n1], padding)
-    return out
+    T, L, M = xs_all.shape[0], xs_all.shape[3], y_all.shape[2]
+    G = (M + p * W) // ((H + p) * W)
+    size, csize, groups = xg.itemsize, out.itemsize, (N + G - 1) // G
+    for t in prange(T):
+        xs, y = xs_all[t], y_all[t]
+        for gr in range(t * groups // T, (t + 1) * groups // T):
+            n0, n1 = gr * G, min(N, gr * G + G)
+            direct = n1 - n0 == 1  # one image: its rows are out[n0] itself
+            m = (n1 - n0) * (H + p) * W - p * W
+            _shift_copies(xg[n0:n1], xs, p)
+            c_at = out.ctypes.data + csize * n0 * F * H * W if direct else y.ctypes.data
+            for i in range(kh):  # y (F, m) (+)= W_i (F, kw*C) @ xs[:, i*W : i*W + m]
+                _gemm(gemms, size, _NO_TRANS, _NO_TRANS, F, m, kwC, w_rows.ctypes.data + size * i * F * kwC, kwC,
+                      xs.ctypes.data + size * i * W, L, 1.0 if i > 0 else 0.0, c_at, m if direct else M)
+            if direct:
+                for f in range(bias.size):
+                    out[n0, f] += bias[f]
+            else:
+                _rows_to_images(y, out[n0:n1], p, bias)
+
+
+@njit(**OPTS)
+def _row_shift_backward_kernel(xg, doutg, w_rows, dx, dw_all, xs_all, g_all, dxs_all, p, need_dx, gemms):
+    N, C, H, W = xg.shape
+    kh, F, kwC = w_rows.shape
+    T, L, M = xs_all.shape[0], xs_all.shape[3], g_all.shape[2]
+    G = (M + p * W) // ((H + p) * W)
+    size, csize, groups = xg.itemsize, dw_all.itemsize, (N + G - 1) // G
+    for t in prange(T):
+        xs, g, dxs, dw = xs_all[t], g_all[t], dxs_all[t], dw_all[t]
+        dw[:] = 0
+        for gr in range(t * groups // T, (t + 1) * groups // T):
+            n0, n1 = gr * G, min(N, gr * G + G)
+            direct = n1 - n0 == 1  # one image: dout[n0] is already the (F, H*W) operand
+            m = (n1 - n0) * (H + p) * W - p * W
+            _shift_copies(xg[n0:n1], xs, p)
+            if direct:
+                g_at, ldg = doutg.ctypes.data + size * n0 * F * H * W, m
+            else:
+                _images_to_rows(doutg[n0:n1], g, p)
+                g_at, ldg = g.ctypes.data, M
+            for i in range(kh):  # dW_i (F, kw*C) += dout @ xs[:, i*W : i*W + m].T
+                _gemm(gemms, size, _NO_TRANS, _TRANS, F, kwC, m, g_at, ldg, xs.ctypes.data + size * i * W, L,
+                      1.0, dw.ctypes.data + csize * i * F * kwC, kwC)
+            if need_dx:
+                dxs[:, :, m:] = 0  # columns the first GEMM does not write but the next ones add to
+                for i in range(kh):  # dxs[:, i*W : i*W + m] (+)= W_i.T @ dout
+                    _gemm(gemms, size, _TRANS, _NO_TRANS, kwC, m, F, w_rows.ctypes.data + size * i * F * kwC, kwC,
+                          g_at, ldg, 1.0 if i > 0 else 0.0, dxs.ctypes.data + csize * i * W, L)
+                _fold_shift_copies(dxs, dx[n0:n1], p)
+
+
+def _group_scratch(xg, F, kw, padding, sum_dtype):
+    """Per thread: the shifted copies of a group (kw, C, L), and a (F, M) matrix for y or dout."""
+    N, C, H, W = xg.shape
+    G = max(1, min(N, GROUP_COLUMNS // (H * W)))
+    L = (padding + G * (H + padding)) * W
+    T = numba.get_num_threads()
+    return (_workspace("xs", (T, kw, C, L), xg.dtype),
+            _workspace("y", (T, F, L - 2 * padding * W), sum_dtype))
 
 
 def _rows_of(weight):
@@ -243,14 +339,36 @@ def _rows_of(weight):
     return np.ascontiguousarray(weight.transpose(2, 0, 3, 1)).reshape(kh, F, kw * C)
 
 
+def _row_shift_forward(xg, weight, bias, padding, out_dtype):
+    F, _, kh, kw = weight.shape
+    out = np.empty((xg.shape[0], F, *xg.shape[2:]), out_dtype)
+    b = np.zeros(0, out_dtype) if bias is None else np.ascontiguousarray(bias, out_dtype)
+    xs, y = _group_scratch(xg, F, kw, padding, out_dtype)
+    _row_shift_forward_kernel(xg, _like(_rows_of(weight), xg), b, out, xs, y, padding, bf16.nopython_gemms())
+    return out
+
+
+def _row_shift_backward(dout, xg, weight, padding, need_dx):
+    N, C, H, W = xg.shape
+    F, _, kh, kw = weight.shape
+    dtype = dout.dtype
+    xs, g = _group_scratch(xg, F, kw, padding, xg.dtype)
+    dw_all = _workspace("dw", (xs.shape[0], kh, F, kw * C), dtype)
+    dx = np.empty((N, C, H, W) if need_dx else (0, C, H, W), dtype)
+    dxs = _workspace("dxs", xs.shape, dtype) if need_dx else np.empty((xs.shape[0], 0, 0, 0), dtype)
+    _row_shift_backward_kernel(xg, _like(dout, xg), _like(_rows_of(weight), xg), dx, dw_all, xs, g, dxs, padding,
+                               need_dx, bf16.nopython_gemms())
+    dw = dw_all.sum(axis=0).reshape(kh, F, kw, C).transpose(1, 3, 0, 2)  # [i, f, j*C + c] -> [f, c, i, j]
+    return (dx if need_dx else None), np.ascontiguousarray(dw)
+
+
 def conv2d_forward(x, weight, bias, stride, padding):
     N, C, H, W = x.shape
     F, _, kh, kw = weight.shape
     xg = _operand(x)  # what the GEMMs read, and all backward needs: x itself, or x in bfloat16
     out_dtype = x.dtype
     if _row_shift_applies(xg, kh, kw, stride, padding):
-        out = np.empty((N, F, H, W), dtype=out_dtype)
-        return _row_shift_conv(xg, _like(_rows_of(weight), xg), bias, padding, out), xg
+        return _row_shift_forward(xg, weight, bias, padding, out_dtype), xg
     OH, OW = _out_size(H, kh, stride, padding), _out_size(W, kw, stride, padding)
     P, K = OH * OW, C * kh * kw
     w2 = _like(weight.reshape(F, K), xg)
@@ -267,16 +385,18 @@ def conv2d_forward(x, weight, bias, stride, padding):
     return out.reshape(N, F, OH, OW), xg
 
 
-def conv2d_backward(dout, saved, weight, stride, padding, need_dx=True):
+def conv2d_backward(dout, saved, weight, stride, padding, need_dx=True, need_db=True):
     xg = saved  # x as the forward's GEMMs read it (bfloat16 under "medium"): backward follows the forward
     N, C, H, W = xg.shape
     F, _, kh, kw = weight.shape
+    db = dout.sum(axis=(0, 2, 3)) if need_db else None
+    if _row_shift_applies(xg, kh, kw, stride, padding):
+        return (*_row_shift_backward(np.ascontiguousarray(dout), xg, weight, padding, need_dx), db)
     OH, OW = dout.shape[2:]
     P, K = OH * OW, C * kh * kw
     dtype = dout.dtype
     dout = np.ascontiguousarray(dout).reshape(N, F, P)
     doutg = _like(dout, xg)
-    dx_by_rows = need_dx and F <= C and _row_shift_applies(xg, kh, kw, stride, padding)
     w2 = _like(weight.reshape(F, K), xg)
     dw = np.zeros((F, K), dtype=dtype)
     dw_part = np.empty((F, K), dtype=dtype)
@@ -291,11 +411,8 @@ def conv2d_backward(dout, saved, weight, stride, padding, need_dx=True):
         _nchw_to_gemm(doutg[n0:n1], g)
         _matmul(g, col, dw_part, trans_b=True)
         dw += dw_part
-        if need_dx and not dx_by_rows:
+        if need_dx:
             dcol = _workspace("dcol", (K, cols), dtype)
             _matmul(w2, g, dcol, trans_a=True)
             _zero_and_col2im(dcol, dx[n0:n1], kh, kw, stride, padding, OH, OW)
-    if dx_by_rows:  # the transposed convolution: dout convolved with the kernel flipped, in and out swapped
-        flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
-        _row_shift_conv(doutg.reshape(N, F, OH, OW), _like(_rows_of(flipped), xg), None, padding, dx)
-    return dx, dw.reshape(weight.shape), dout.sum(axis=(0, 2))
+    return dx, dw.reshape(weight.shape), db

@@ -108,15 +108,15 @@ def conv2d_forward(x, weight, bias, stride, padding):
 
 
 @kernel
-def conv2d_backward(dout, saved, weight, stride, padding, need_dx=True):
-    """Returns (dL/dx or None, dL/dweight, dL/dbias)."""
+def conv2d_backward(dout, saved, weight, stride, padding, need_dx=True, need_db=True):
+    """Returns (dL/dx or None, dL/dweight, dL/dbias or None)."""
     col, x_shape = saved
     F, C, kh, kw = weight.shape
     grad = nchw_to_gemm(dout)  # (F, N*OH*OW)
     grad_g, col_g = backend.gemm_operand(grad), backend.gemm_operand(col)  # (bfloat16-rounded under "medium")
     dweight = (grad_g @ col_g.T).reshape(weight.shape)
     dx = col2im(backend.gemm_operand(weight.reshape(F, -1)).T @ grad_g, x_shape, kh, kw, stride, padding) if need_dx else None
-    return dx, dweight, grad.sum(axis=1)
+    return dx, dweight, grad.sum(axis=1) if need_db else None
 
 
 class Conv2d(Module):
@@ -149,7 +149,7 @@ class Conv2d(Module):
 
     def backward(self, dout):
         dx, dweight, dbias = conv2d_backward(dout, self.cached(), self.weight.data, self.stride, self.padding,
-                                             self.input_grad)
+                                             self.input_grad, self.bias is not None)
         self.weight.grad += dweight
         if self.bias is not None:
             self.bias.grad += dbias
