@@ -1,6 +1,7 @@
 """Each convolution of a network, forward and backward, numba kernels beside torch: which layer costs what.
 
     python benchmarks/conv_layers.py --arch fast --batch 512     # writes benchmarks/results/conv_layers_fast.json
+    python benchmarks/conv_layers.py --arch fast --batch 512 --bf16   # both on bfloat16 operands: ..._fast_bf16.json
 
 For every Conv2d of the architecture (shapes taken from the model itself): the numba kernel as it runs
 (the row-shift path where it applies, see kernels/cpu/conv.py) and with im2col + one GEMM forced (what
@@ -38,6 +39,8 @@ def main():
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--bf16", action="store_true", help="both frameworks' convolutions on bfloat16 operands "
+                   "(minitorch: matmul precision medium; torch: oneDNN conv fp32_precision bf16)")
     args = p.parse_args()
     import numba
     import torch
@@ -46,6 +49,9 @@ def main():
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     threadpool_limits(args.threads)
     torch.set_num_threads(args.threads)
+    if args.bf16:
+        mc.set_float32_matmul_precision("medium")
+        torch.backends.mkldnn.conv.fp32_precision = "bf16"
     from minitorch_cifar.kernels.cpu import conv as K
 
     def median_ms(fn):
@@ -59,7 +65,8 @@ def main():
 
     rng = np.random.default_rng(0)
     rows = []
-    print(f"{args.arch}, batch {args.batch}, {args.threads} threads; ms per call (forward / backward)")
+    print(f"{args.arch}, batch {args.batch}, {args.threads} threads{', bfloat16 operands' if args.bf16 else ''}; "
+          f"ms per call (forward / backward)")
     print(f"{'layer':<22}{'numba (path)':>22}{'im2col forced':>16}{'torch':>16}{'sgemm':>9}{'torch':>9}  (GFLOP/s: NumPy's"
           f" GEMM on the layer's forward product; torch's forward conv)")
     for c, f, k, pad, stride, h, w in conv_shapes(args.arch, args.batch):
@@ -106,8 +113,8 @@ def main():
                          numpy_sgemm_gflops=sgemm_gflops, torch_forward_gflops=torch_gflops))
     total = lambda key: sum(sum(r[key]) for r in rows)  # noqa: E731
     print(f"{'total (fwd+bwd)':<29}{total('numba_ms'):>15.1f}{total('im2col_forced_ms'):>16.1f}{total('torch_ms'):>16.1f}")
-    out = Path(__file__).resolve().parent / "results" / f"conv_layers_{args.arch}.json"
-    out.write_text(json.dumps(dict(arch=args.arch, batch=args.batch, threads=args.threads, layers=rows), indent=2))
+    out = Path(__file__).resolve().parent / "results" / f"conv_layers_{args.arch}{'_bf16' if args.bf16 else ''}.json"
+    out.write_text(json.dumps(dict(arch=args.arch, batch=args.batch, threads=args.threads, bf16=args.bf16, layers=rows), indent=2))
     print(f"wrote {out}")
 
 

@@ -108,13 +108,17 @@ def test_maxpool(g):
 
 @pytest.mark.parametrize("h,w", [(31, 31), (8, 9), (3, 2)])
 def test_maxpool_2x2_stride_2_fast_path(h, w):
-    """The branch-free 2x2/stride-2 kernel: the first maximum of each window wins ties, as the reference."""
+    """The branch-free 2x2/stride-2 kernels: the first maximum of each window wins ties, as the reference, and
+    backward writes every pixel of dx (odd sizes: the last row and column, outside every window, get 0)."""
     x = np.round(_x((2, 3, h, w), np.float32))  # rounded: many ties
     out, arg = cpu.pool.maxpool_forward(x, 2, 2, 2, 0)
     rout, rarg = pool.maxpool_forward.reference(x, 2, 2, 2, 0)
     np.testing.assert_array_equal(out, rout)
     np.testing.assert_array_equal(arg, rarg)
     assert len(np.unique(arg)) == 4
+    dout = _x(out.shape, np.float32, 1)
+    np.testing.assert_array_equal(cpu.pool.maxpool_backward(dout, arg, x.shape, 2, 2, 2, 0),
+                                  pool.maxpool_backward.reference(dout, arg, x.shape, 2, 2, 2, 0))
 
 
 @SETTINGS

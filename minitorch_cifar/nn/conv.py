@@ -28,8 +28,10 @@ The numba backend then runs them on Intel MKL's bfloat16 GEMM (kernels/cpu/bf16.
 on CPUs with AMX; here they are float32 products of the rounded numbers, the reference for that path.
 
 This file is the reference. The numba backend swaps in kernels/cpu/conv.py's ``conv2d_forward`` and
-``conv2d_backward`` whole: the same products, but over chunks of a few images whose columns stay in
-cache, rebuilding the columns in backward instead of storing them (memory: x instead of col).
+``conv2d_backward`` whole: for stride-1 "same" convolutions, kw shifted copies of each image and kh GEMMs
+(no column matrix, no col2im, no reorders: read its comments after this file); otherwise the products
+above over chunks of a few images whose columns stay in cache, rebuilt in backward instead of stored
+(memory: x instead of col).
 """
 from __future__ import annotations
 
