@@ -3,8 +3,8 @@
 A bfloat16 is the top half of a float32: same exponent range, 7 stored mantissa bits (relative rounding
 error at most 2^-8). Products of two of them are exact in float32 and summed there, so a GEMM loses only the
 rounding of its inputs. On CPUs with AMX (Intel Sapphire Rapids and later), Intel's MKL runs such GEMMs
-several times faster than float32 ones. The whole `fast` training step went from about 0.6x to about 0.8x torch's
-(benchmarks/throughput.py --bf16). OpenBLAS as NumPy ships it has no bfloat16 GEMM, so this module loads
+several times faster than float32 ones (the whole training step: benchmarks/throughput.py --bf16). This module
+also hands MKL's GEMMs to Numba code (``nopython_gemms``: the row-shift convolution in conv.py). OpenBLAS as NumPy ships it has no bfloat16 GEMM, so this module loads
 MKL's ``cblas_gemm_bf16bf16f32`` from the ``mkl`` wheel (the ``mkl`` extra) and says when it cannot.
 
 Everything else stays float32: activations, weights, gradients, the optimizer. Only the two operands of
