@@ -269,19 +269,24 @@ def _gemm(gemms, itemsize, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, l
         gemms[2](101, trans_a, trans_b, m, n, k, 1.0, a, lda, b, ldb, beta, c, ldc)
 
 
+@njit(inline="always")
+def _group(gr, G, N, H, W, p):
+    """Images [n0, n1) of group gr, and m: the columns their rows span, without the p rows after the last."""
+    n0, n1 = gr * G, min(N, gr * G + G)
+    return n0, n1, (n1 - n0) * (H + p) * W - p * W
+
+
 @njit(**OPTS)
-def _row_shift_forward_kernel(xg, w_rows, bias, out, xs_all, y_all, p, gemms):
+def _row_shift_forward_kernel(xg, w_rows, bias, out, xs_all, y_all, G, p, gemms):
     N, C, H, W = xg.shape
     kh, F, kwC = w_rows.shape
     T, L, M = xs_all.shape[0], xs_all.shape[3], y_all.shape[2]
-    G = (M + p * W) // ((H + p) * W)
     size, csize, groups = xg.itemsize, out.itemsize, (N + G - 1) // G
     for t in prange(T):
         xs, y = xs_all[t], y_all[t]
-        for gr in range(t * groups // T, (t + 1) * groups // T):
-            n0, n1 = gr * G, min(N, gr * G + G)
+        for gr in range(t * groups // T, (t + 1) * groups // T):  # this thread's block of groups
+            n0, n1, m = _group(gr, G, N, H, W, p)
             direct = n1 - n0 == 1  # one image: its rows are out[n0] itself
-            m = (n1 - n0) * (H + p) * W - p * W
             _shift_copies(xg[n0:n1], xs, p)
             c_at = out.ctypes.data + csize * n0 * F * H * W if direct else y.ctypes.data
             for i in range(kh):  # y (F, m) (+)= W_i (F, kw*C) @ xs[:, i*W : i*W + m]
@@ -295,19 +300,17 @@ def _row_shift_forward_kernel(xg, w_rows, bias, out, xs_all, y_all, p, gemms):
 
 
 @njit(**OPTS)
-def _row_shift_backward_kernel(xg, doutg, w_rows, dx, dw_all, xs_all, g_all, dxs_all, p, need_dx, gemms):
+def _row_shift_backward_kernel(xg, doutg, w_rows, dx, dw_all, xs_all, g_all, dxs_all, G, p, need_dx, gemms):
     N, C, H, W = xg.shape
     kh, F, kwC = w_rows.shape
     T, L, M = xs_all.shape[0], xs_all.shape[3], g_all.shape[2]
-    G = (M + p * W) // ((H + p) * W)
     size, csize, groups = xg.itemsize, dw_all.itemsize, (N + G - 1) // G
     for t in prange(T):
         xs, g, dxs, dw = xs_all[t], g_all[t], dxs_all[t], dw_all[t]
         dw[:] = 0
         for gr in range(t * groups // T, (t + 1) * groups // T):
-            n0, n1 = gr * G, min(N, gr * G + G)
+            n0, n1, m = _group(gr, G, N, H, W, p)
             direct = n1 - n0 == 1  # one image: dout[n0] is already the (F, H*W) operand
-            m = (n1 - n0) * (H + p) * W - p * W
             _shift_copies(xg[n0:n1], xs, p)
             if direct:
                 g_at, ldg = doutg.ctypes.data + size * n0 * F * H * W, m
@@ -326,13 +329,13 @@ def _row_shift_backward_kernel(xg, doutg, w_rows, dx, dw_all, xs_all, g_all, dxs
 
 
 def _group_scratch(xg, F, kw, padding, sum_dtype):
-    """Per thread: the shifted copies of a group (kw, C, L), and a (F, M) matrix for y or dout."""
+    """G, images per group, and per thread: the shifted copies of a group (kw, C, L) and a (F, M) matrix
+    for y or dout."""
     N, C, H, W = xg.shape
     G = max(1, min(N, GROUP_COLUMNS // (H * W)))
     L = (padding + G * (H + padding)) * W
     T = numba.get_num_threads()
-    return (_workspace("xs", (T, kw, C, L), xg.dtype),
-            _workspace("y", (T, F, L - 2 * padding * W), sum_dtype))
+    return G, _workspace("xs", (T, kw, C, L), xg.dtype), _workspace("y", (T, F, L - 2 * padding * W), sum_dtype)
 
 
 def _rows_of(weight):
@@ -345,8 +348,8 @@ def _row_shift_forward(xg, weight, bias, padding, out_dtype):
     F, _, kh, kw = weight.shape
     out = np.empty((xg.shape[0], F, *xg.shape[2:]), out_dtype)
     b = np.zeros(0, out_dtype) if bias is None else np.ascontiguousarray(bias, out_dtype)
-    xs, y = _group_scratch(xg, F, kw, padding, out_dtype)
-    _row_shift_forward_kernel(xg, _like(_rows_of(weight), xg), b, out, xs, y, padding, bf16.nopython_gemms())
+    G, xs, y = _group_scratch(xg, F, kw, padding, out_dtype)
+    _row_shift_forward_kernel(xg, _like(_rows_of(weight), xg), b, out, xs, y, G, padding, bf16.nopython_gemms())
     return out
 
 
@@ -354,11 +357,11 @@ def _row_shift_backward(dout, xg, weight, padding, need_dx):
     N, C, H, W = xg.shape
     F, _, kh, kw = weight.shape
     dtype = dout.dtype
-    xs, g = _group_scratch(xg, F, kw, padding, xg.dtype)
+    G, xs, g = _group_scratch(xg, F, kw, padding, xg.dtype)
     dw_all = _workspace("dw", (xs.shape[0], kh, F, kw * C), dtype)
     dx = np.empty((N, C, H, W) if need_dx else (0, C, H, W), dtype)
     dxs = _workspace("dxs", xs.shape, dtype) if need_dx else np.empty((xs.shape[0], 0, 0, 0), dtype)
-    _row_shift_backward_kernel(xg, _like(dout, xg), _like(_rows_of(weight), xg), dx, dw_all, xs, g, dxs, padding,
+    _row_shift_backward_kernel(xg, _like(dout, xg), _like(_rows_of(weight), xg), dx, dw_all, xs, g, dxs, G, padding,
                                need_dx, bf16.nopython_gemms())
     dw = dw_all.sum(axis=0).reshape(kh, F, kw, C).transpose(1, 3, 0, 2)  # [i, f, j*C + c] -> [f, c, i, j]
     return (dx if need_dx else None), np.ascontiguousarray(dw)
