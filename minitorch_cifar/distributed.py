@@ -10,7 +10,8 @@ shard of each global batch, and the gradients are averaged before each (identica
   ``Allreduce``; every rank then applies the same update and the models stay identical.
 * Batch-norm statistics are per rank (each normalises its own shard), unless ``--sync-bn``: then the
   mean and variance, and in backward the two gradient sums, are reduced over all ranks, and a K-rank step
-  equals a 1-process step on the whole batch.
+  equals a 1-process step on the whole batch. The numba backend runs those passes as its batch-norm kernels
+  do (kernels/cpu/norm.py), with an all-reduce between them.
 * Only rank 0 logs, evaluates and writes files. An exception on any rank aborts the whole job
   (``MPI.COMM_WORLD.Abort``) instead of leaving the others blocked in a collective.
 
@@ -24,6 +25,7 @@ import sys
 import numpy as np
 
 from minitorch_cifar import backend
+from minitorch_cifar.backend import kernel
 
 
 class Communicator:
@@ -98,6 +100,7 @@ def enable_sync_bn(model, comm: Communicator):
             m.sync = comm
 
 
+@kernel
 def sync_batchnorm_forward(comm, x, weight, bias, eps):
     """x: (N, C, L) on this rank. The mean and (biased) variance over all ranks' values, two passes."""
     n_local = x.shape[0] * x.shape[2]
@@ -110,6 +113,7 @@ def sync_batchnorm_forward(comm, x, weight, bias, eps):
     return centred * scale[None, :, None] + bias[None, :, None], mean, var, int(M)
 
 
+@kernel
 def sync_batchnorm_backward(comm, dy, x, weight, mean, invstd, M):
     """dL/dx from the sums over all ranks; dL/dweight, dL/dbias as this rank's own sums.
 

@@ -1,6 +1,6 @@
 """Run under `mpiexec -n 2` by tests/test_distributed.py (not collected by pytest itself).
 
-    mpi_job.py equal OUT    a 2-rank step (B/2 each) equals a 1-process step (B), float64, BN off and sync-BN
+    mpi_job.py equal OUT [BACKEND]   a 2-rank step (B/2 each) equals a 1-process step (B), float64, BN off and sync-BN
     mpi_job.py raise OUT    rank 1 raises inside train(): the whole job must end, non-zero, within seconds
 """
 import json
@@ -31,8 +31,9 @@ def step(net, opt, x, y, comm=None):
     return float(loss)
 
 
-def equal(out):
+def equal(out, backend="numpy"):
     comm = Communicator()
+    mc.set_backend(backend)
     mc.set_default_dtype(np.float64)
     rng = np.random.default_rng(1)
     batches = [(rng.standard_normal((8, 3, 8, 8)), rng.integers(0, 3, 8)) for _ in range(5)]
@@ -81,4 +82,4 @@ def fail(out):
 
 
 if __name__ == "__main__":
-    {"equal": equal, "raise": fail}[sys.argv[1]](sys.argv[2])
+    {"equal": equal, "raise": fail}[sys.argv[1]](*sys.argv[2:])

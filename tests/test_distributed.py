@@ -21,9 +21,10 @@ def mpirun(*args, timeout=300, env=None):
     return subprocess.run([MPIEXEC, "-n", "2", *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def test_two_ranks_equal_one_process_and_stay_identical(tmp_path):
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_two_ranks_equal_one_process_and_stay_identical(tmp_path, backend):
     out = tmp_path / "report.json"
-    result = mpirun(sys.executable, str(JOB), "equal", str(out))
+    result = mpirun(sys.executable, str(JOB), "equal", str(out), backend)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     for case in ("no_bn", "sync_bn"):

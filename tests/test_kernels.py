@@ -139,6 +139,45 @@ def test_batchnorm(n, c, l, dtype):
         np.testing.assert_allclose(ours, ref, rtol=tol, atol=tol * 10)
 
 
+class _MirrorRanks:
+    """A communicator of K ranks that all hold this rank's data: an all-reduce multiplies by K."""
+    def __init__(self, k):
+        self.k = k
+
+    def sum(self, values):
+        return self.k * np.array(values, dtype=np.float64)
+
+
+@SETTINGS
+@given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 12), st.integers(1, 3), st.sampled_from([np.float32, np.float64]))
+def test_sync_batchnorm(n, c, l, ranks, dtype):
+    """Synchronised BN over K ranks holding the same shard equals per-rank BN on K copies of it, stacked:
+    the Numba passes, the NumPy reference and the plain formula agree (one rank may hold a single value)."""
+    from minitorch_cifar import distributed
+    if n * l * ranks < 2:
+        l = 2
+    x = _x((n, c, l), dtype) * 3 + 5
+    w, b, dy = _x((c,), dtype, 1), _x((c,), dtype, 2), _x(x.shape, dtype, 3)
+    comm = _MirrorRanks(ranks)
+    stacked = np.concatenate([x] * ranks)
+    ry, rmean, rvar = norm.batchnorm_forward.reference(stacked, w, b, 1e-5)
+    invstd = (1 / np.sqrt(rvar + 1e-5)).astype(dtype)
+    rdx, rdw, rdb = norm.batchnorm_backward.reference(np.concatenate([dy] * ranks), stacked, w, rmean, invstd)
+    tol = 1e-10 if dtype == np.float64 else 2e-4
+    for impl in (cpu.norm, distributed.sync_batchnorm_forward.reference):
+        forward = cpu.norm.sync_batchnorm_forward if impl is cpu.norm else impl
+        backward = cpu.norm.sync_batchnorm_backward if impl is cpu.norm else distributed.sync_batchnorm_backward.reference
+        y, mean, var, M = forward(comm, x, w, b, 1e-5)
+        assert M == n * l * ranks and y.dtype == mean.dtype == var.dtype == dtype
+        for ours, ref in ((y, ry[:n]), (mean, rmean), (var, rvar)):
+            np.testing.assert_allclose(ours, ref, rtol=tol, atol=tol)
+        dx, dw, db = backward(comm, dy * ranks, x, w, mean, invstd, M)  # each rank's loss is its own shard's mean
+        np.testing.assert_allclose(dx, rdx[:n] * ranks, rtol=tol, atol=tol * 10)
+        # parameter gradients stay this rank's own; averaging them over ranks gives the whole batch's
+        np.testing.assert_allclose(dw, rdw, rtol=tol, atol=tol * 10)
+        np.testing.assert_allclose(db, rdb, rtol=tol, atol=tol * 10)
+
+
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-14), (np.float32, 1e-6)])
 def test_activations_including_float32_erf(dtype, tol):
     x = np.concatenate([np.linspace(-8, 8, 4001), _x((2000,), np.float64) * 3]).astype(dtype)
@@ -152,7 +191,8 @@ def test_activations_including_float32_erf(dtype, tol):
 
 def test_every_kernel_has_a_reference_of_the_same_name():
     import minitorch_cifar.nn as nn_pkg  # noqa: F401 - registers every reference
-    references = {name for mod in (conv, pool, norm, activation) for name, f in vars(mod).items() if hasattr(f, "reference")}
+    from minitorch_cifar import distributed
+    references = {name for mod in (conv, pool, norm, activation, distributed) for name, f in vars(mod).items() if hasattr(f, "reference")}
     assert set(cpu.KERNELS) <= references
 
 

@@ -20,6 +20,8 @@ KERNELS = {
     "maxpool_backward": pool.maxpool_backward,
     "batchnorm_forward": norm.batchnorm_forward,
     "batchnorm_backward": norm.batchnorm_backward,
+    "sync_batchnorm_forward": norm.sync_batchnorm_forward,
+    "sync_batchnorm_backward": norm.sync_batchnorm_backward,
     "relu_forward": activation.relu_forward,
     "relu_backward": activation.relu_backward,
     "gelu_forward": activation.gelu_forward,
