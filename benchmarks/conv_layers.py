@@ -4,8 +4,8 @@
     python benchmarks/conv_layers.py --arch fast --batch 512 --bf16   # both on bfloat16 operands: ..._fast_bf16.json
 
 For every Conv2d of the architecture (shapes taken from the model itself): the numba kernel as it runs
-(the row-shift path where it applies, see kernels/cpu/conv.py) and with im2col + one GEMM forced (what
-runs where NumPy's BLAS cannot be called directly), and torch.nn.functional.conv2d, float32, same threads, medians of repetitions.
+(the row-shift path or im2col per image where they apply, see kernels/cpu/conv.py) and with im2col in
+chunks of images + one GEMM per chunk forced (what runs where MKL cannot be called from Numba), and torch.nn.functional.conv2d, float32, same threads, medians of repetitions.
 Also, in GFLOP/s: NumPy's sgemm alone on the layer's forward product (what bounds any convolution
 built on it) and torch's whole forward convolution. Backward = weight, bias and (but for the first layer) input gradients.
 """
@@ -67,7 +67,7 @@ def main():
     rows = []
     print(f"{args.arch}, batch {args.batch}, {args.threads} threads{', bfloat16 operands' if args.bf16 else ''}; "
           f"ms per call (forward / backward)")
-    print(f"{'layer':<22}{'numba (path)':>22}{'im2col forced':>16}{'torch':>16}{'sgemm':>9}{'torch':>9}  (GFLOP/s: NumPy's"
+    print(f"{'layer':<22}{'numba (path)':>24}{'im2col forced':>16}{'torch':>16}{'sgemm':>9}{'torch':>9}  (GFLOP/s: NumPy's"
           f" GEMM on the layer's forward product; torch's forward conv)")
     for c, f, k, pad, stride, h, w in conv_shapes(args.arch, args.batch):
         x = rng.standard_normal((args.batch, c, h, w)).astype(np.float32)
@@ -78,14 +78,14 @@ def main():
         dout = rng.standard_normal(y.shape).astype(np.float32)
         ours = {}
         for path in ("default", "im2col"):
-            old = K.ROW_SHIFT_MIN_CHANNELS
-            K.ROW_SHIFT_MIN_CHANNELS = old if path == "default" else 1 << 30
+            old = K.ROW_SHIFT_MIN_CHANNELS, K.IMAGE_MIN_COLUMNS
+            if path == "im2col":
+                K.ROW_SHIFT_MIN_CHANNELS = K.IMAGE_MIN_COLUMNS = 1 << 30
             try:
                 ours[path] = (median_ms(lambda: K.conv2d_forward(x, wt, b, stride, pad)),
                               median_ms(lambda: K.conv2d_backward(dout, saved, wt, stride, pad, need_dx)))
             finally:
-                K.ROW_SHIFT_MIN_CHANNELS = old
-        applies = K._row_shift_applies(x, k, k, stride, pad)
+                K.ROW_SHIFT_MIN_CHANNELS, K.IMAGE_MIN_COLUMNS = old
         xt = torch.from_numpy(x).requires_grad_(need_dx)
         wtt, bt, dt = torch.from_numpy(wt).requires_grad_(), torch.from_numpy(b).requires_grad_(), torch.from_numpy(dout)
 
@@ -106,8 +106,9 @@ def main():
         sgemm_gflops = 2 * f * gemm_k * cols / median_ms(lambda: np.matmul(a, bm, out=cm)) / 1e6
         torch_gflops = 2 * args.batch * oh * ow * f * gemm_k / fwd / 1e6
         name = f"{c}->{f} k{k} {h}x{w}"
-        used = "row-shift" if applies else "im2col"
-        print(f"{name:<22}{used:>7}" + "".join(f"{a_:>8.1f}/{b_:<7.1f}" for a_, b_ in (ours["default"], ours["im2col"], theirs))
+        used = ("row-shift" if K._row_shift_applies(x, k, k, stride, pad)
+                else "per-image" if K._image_im2col_applies(x, *y.shape[2:]) else "im2col")
+        print(f"{name:<22}{used:>9}" + "".join(f"{a_:>8.1f}/{b_:<7.1f}" for a_, b_ in (ours["default"], ours["im2col"], theirs))
               + f"{sgemm_gflops:>9.0f}{torch_gflops:>9.0f}")
         rows.append(dict(layer=name, path=used, numba_ms=ours["default"], im2col_forced_ms=ours["im2col"], torch_ms=theirs,
                          numpy_sgemm_gflops=sgemm_gflops, torch_forward_gflops=torch_gflops))

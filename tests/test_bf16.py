@@ -85,9 +85,10 @@ def test_gemm_offsets_row_strides_and_accumulation():
 @settings(max_examples=20, deadline=None)
 @given(n=st.integers(1, 3), c=st.integers(1, 12), f=st.integers(1, 12), h=st.integers(3, 10),
        k_pad_stride=st.sampled_from([(3, 1, 1), (3, 1, 2), (2, 0, 1), (1, 0, 1), (3, 0, 1)]),
-       chunk_bytes=st.sampled_from([500, 1 << 24]))
-def test_numba_convolution_at_medium_equals_the_reference_at_medium(n, c, f, h, k_pad_stride, chunk_bytes):
-    """Both GEMM paths (row shifts from 8 channels, stride 1 and "same" padding; im2col otherwise), forward and backward."""
+       chunk_bytes=st.sampled_from([500, 1 << 24]), image_min_columns=st.sampled_from([1, 1 << 30]))
+def test_numba_convolution_at_medium_equals_the_reference_at_medium(n, c, f, h, k_pad_stride, chunk_bytes, image_min_columns):
+    """All three GEMM paths (row shifts from 8 channels, stride 1 and "same" padding; otherwise im2col per image,
+    or in chunks of images), forward and backward."""
     k, p, s = k_pad_stride
     rng = np.random.default_rng(n * 1000 + c * 100 + f * 10 + h)
     x = rng.standard_normal((n, c, h, h)).astype(np.float32)
@@ -95,13 +96,12 @@ def test_numba_convolution_at_medium_equals_the_reference_at_medium(n, c, f, h, 
     b = rng.standard_normal(f).astype(np.float32)
     mc.set_backend("numba")
     mc.set_float32_matmul_precision("medium")
-    old, cpu.conv.CHUNK_BYTES = cpu.conv.CHUNK_BYTES, chunk_bytes
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cpu.conv, "CHUNK_BYTES", chunk_bytes)
+        mp.setattr(cpu.conv, "IMAGE_MIN_COLUMNS", image_min_columns)
         y, saved = cpu.conv.conv2d_forward(x, w, b, s, p)
         dout = rng.standard_normal(y.shape).astype(np.float32)
         ours = (y, *cpu.conv.conv2d_backward(dout, saved, w, s, p))
-    finally:
-        cpu.conv.CHUNK_BYTES = old
     ry, rsaved = conv.conv2d_forward.reference(x, w, b, s, p)
     ref = (ry, *conv.conv2d_backward.reference(dout, rsaved, w, s, p))
     for a, r in zip(ours, ref):

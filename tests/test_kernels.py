@@ -41,13 +41,12 @@ def test_chunked_convolution_equals_reference(g, f, bias, chunk_bytes):
     x = _x(shape, dtype)
     w = _x((f, shape[1], k, k), dtype, 1)
     b = _x((f,), dtype, 2) if bias else None
-    old, cpu.conv.CHUNK_BYTES = cpu.conv.CHUNK_BYTES, chunk_bytes
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cpu.conv, "CHUNK_BYTES", chunk_bytes)
+        mp.setattr(cpu.conv, "IMAGE_MIN_COLUMNS", 1 << 30)  # not the per-image path
         y, saved = cpu.conv.conv2d_forward(x, w, b, s, p)
         dout = _x(y.shape, dtype, 3)
         dx, dw, db = cpu.conv.conv2d_backward(dout, saved, w, s, p)
-    finally:
-        cpu.conv.CHUNK_BYTES = old
     ry, rsaved = conv.conv2d_forward.reference(x, w, b, s, p)
     rdx, rdw, rdb = conv.conv2d_backward.reference(dout, rsaved, w, s, p)
     tol = 1e-12 if dtype == np.float64 else 1e-4
@@ -82,10 +81,36 @@ def test_row_shift_convolution_equals_reference(n, c, f, h, w, half, dtype, grou
             np.testing.assert_allclose(ours, ref, rtol=tol, atol=tol * 10)
 
 
+@settings(max_examples=30, deadline=None)
+@given(g=geometry(), f=st.integers(1, 5), bias=st.booleans(), need_dx=st.booleans())
+def test_per_image_im2col_convolution_equals_reference(g, f, bias, need_dx):
+    """Any stride, padding and kernel: columns built one image at a time in a thread's scratch, the GEMMs
+    called from inside the Numba loop writing out[n] and reading dout[n] in place, dx by per-image col2im."""
+    if not cpu.bf16.available():
+        pytest.skip(f"the per-image path needs MKL: {cpu.bf16.why_unavailable()}")
+    shape, k, s, p, dtype = g
+    x, wt, b = _x(shape, dtype), _x((f, shape[1], k, k), dtype, 1), _x((f,), dtype, 2) if bias else None
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cpu.conv, "IMAGE_MIN_COLUMNS", 1)
+        mp.setattr(cpu.conv, "ROW_SHIFT_MIN_CHANNELS", 1 << 30)  # not the row-shift path
+        y, saved = cpu.conv.conv2d_forward(x, wt, b, s, p)
+        assert cpu.conv._image_im2col_applies(saved, *y.shape[2:])
+        dout = _x(y.shape, dtype, 3)
+        dx, dw, db = cpu.conv.conv2d_backward(dout, saved, wt, s, p, need_dx, bias)
+    ry, rsaved = conv.conv2d_forward.reference(x, wt, b, s, p)
+    rdx, rdw, rdb = conv.conv2d_backward.reference(dout, rsaved, wt, s, p, need_dx, bias)
+    assert (dx is None) == (not need_dx) and (db is None) == (not bias)
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    for ours, ref in ((y, ry), (dx, rdx), (dw, rdw), (db, rdb)):
+        if ref is not None:
+            np.testing.assert_allclose(ours, ref, rtol=tol, atol=tol * 10)
+
+
 def test_without_mkl_every_convolution_takes_im2col(monkeypatch):
     monkeypatch.setattr(cpu.bf16, "available", lambda: False)
     x, wt = _x((2, 8, 6, 6), np.float32), _x((4, 8, 3, 3), np.float32, 1)
     assert not cpu.conv._row_shift_applies(x, 3, 3, 1, 1)
+    assert not cpu.conv._image_im2col_applies(x, 32, 32)
     y, saved = cpu.conv.conv2d_forward(x, wt, None, 1, 1)
     np.testing.assert_allclose(y, conv.conv2d_forward.reference(x, wt, None, 1, 1)[0], rtol=1e-4, atol=1e-4)
 

@@ -25,29 +25,34 @@ def _valid_range(j, stride, padding, OW, W):
     return lo, max(lo, hi)
 
 
+@njit(inline="always")
+def _im2col_row(x, n0, n1, r, row, kh, kw, stride, padding, OH, OW):
+    """Row r of the column matrix for images [n0, n1): row[(n - n0)*OH*OW + oh*OW + ow]."""
+    C, H, W = x.shape[1:]
+    c, ij = r // (kh * kw), r % (kh * kw)
+    i, j = ij // kw, ij % kw
+    lo, hi = _valid_range(j, stride, padding, OW, W)
+    shift = j - padding
+    for n in range(n0, n1):
+        for oh in range(OH):
+            base = (n - n0) * OH * OW + oh * OW
+            h = oh * stride + i - padding
+            if h < 0 or h >= H:
+                for ow in range(OW):
+                    row[base + ow] = 0
+                continue
+            for ow in range(lo):
+                row[base + ow] = 0
+            for ow in range(lo, hi):  # branch-free: the compiler can vectorise it
+                row[base + ow] = x[n, c, h, ow * stride + shift]
+            for ow in range(hi, OW):
+                row[base + ow] = 0
+
+
 @njit(**OPTS)
 def _im2col(x, col, kh, kw, stride, padding, OH, OW):
-    N, C, H, W = x.shape
-    P = OH * OW
-    for r in prange(C * kh * kw):  # each row is written by one thread only
-        c, ij = r // (kh * kw), r % (kh * kw)
-        i, j = ij // kw, ij % kw
-        lo, hi = _valid_range(j, stride, padding, OW, W)
-        shift = j - padding
-        for n in range(N):
-            for oh in range(OH):
-                base = n * P + oh * OW
-                h = oh * stride + i - padding
-                if h < 0 or h >= H:
-                    for ow in range(OW):
-                        col[r, base + ow] = 0
-                    continue
-                for ow in range(lo):
-                    col[r, base + ow] = 0
-                for ow in range(lo, hi):  # branch-free: the compiler can vectorise it
-                    col[r, base + ow] = x[n, c, h, ow * stride + shift]
-                for ow in range(hi, OW):
-                    col[r, base + ow] = 0
+    for r in prange(col.shape[0]):  # each row is written by one thread only
+        _im2col_row(x, 0, x.shape[0], r, col[r], kh, kw, stride, padding, OH, OW)
 
 
 @njit(**OPTS)
@@ -133,27 +138,33 @@ def _matmul(a, b, out, trans_a=False, trans_b=False):
     return np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)
 
 
+@njit(inline="always")
+def _zero_and_col2im_plane(col, dx, n, c, n_col, kh, kw, stride, padding, OH, OW):
+    """dx[n, c] = the sum of its entries in col, whose image n_col holds that plane."""
+    H, W = dx.shape[2:]
+    P = OH * OW
+    for h in range(H):
+        for w in range(W):
+            dx[n, c, h, w] = 0
+    for i in range(kh):
+        for j in range(kw):
+            r = (c * kh + i) * kw + j
+            lo, hi = _valid_range(j, stride, padding, OW, W)
+            shift = j - padding
+            for oh in range(OH):
+                h = oh * stride + i - padding
+                if h < 0 or h >= H:
+                    continue
+                base = n_col * P + oh * OW
+                for ow in range(lo, hi):
+                    dx[n, c, h, ow * stride + shift] += col[r, base + ow]
+
+
 @njit(**OPTS)
 def _zero_and_col2im(col, dx, kh, kw, stride, padding, OH, OW):
-    N, C, H, W = dx.shape
-    P = OH * OW
+    N, C = dx.shape[:2]
     for nc in prange(N * C):  # each (n, c) plane is summed into by one thread only: no races
-        n, c = nc // C, nc % C
-        for h in range(H):
-            for w in range(W):
-                dx[n, c, h, w] = 0
-        for i in range(kh):
-            for j in range(kw):
-                r = (c * kh + i) * kw + j
-                lo, hi = _valid_range(j, stride, padding, OW, W)
-                shift = j - padding
-                for oh in range(OH):
-                    h = oh * stride + i - padding
-                    if h < 0 or h >= H:
-                        continue
-                    base = n * P + oh * OW
-                    for ow in range(lo, hi):
-                        dx[n, c, h, ow * stride + shift] += col[r, base + ow]
+        _zero_and_col2im_plane(col, dx, nc // C, nc % C, nc // C, kh, kw, stride, padding, OH, OW)
 
 
 # ------------------------------------------------------------ stride 1, odd kernel, "same" padding: row shifts
@@ -367,6 +378,81 @@ def _row_shift_backward(dout, xg, weight, padding, need_dx):
     return (dx if need_dx else None), np.ascontiguousarray(dw)
 
 
+# ------------------------------------------------------------ any other layer with big images: im2col per image
+# What the row-shift path does not take (RGB input, strides, even kernels) runs im2col one image at a time
+# inside the Numba loop: the image's column matrix (C*kh*kw, OH*OW) is built in the thread's scratch, in
+# cache, and the GEMM reading it writes out[n] directly, already (F, OH*OW): no batch-sized column matrix,
+# no reorder. Backward rebuilds the columns the same way, dW += dout[n] @ col.T per thread, and (when
+# needed) dcol = W.T @ dout[n], folded onto dx[n] by col2im. Outputs smaller than IMAGE_MIN_COLUMNS make
+# the GEMMs too thin for this: they go through the chunked im2col below, as everything does without MKL.
+IMAGE_MIN_COLUMNS = 256
+
+
+def _image_im2col_applies(xg, OH, OW):
+    return OH * OW >= IMAGE_MIN_COLUMNS and bf16.available()
+
+
+@njit(**OPTS)
+def _image_im2col_forward_kernel(xg, w2, bias, out, col_all, kh, kw, stride, padding, OH, OW, gemms):
+    N, F, P = out.shape
+    T, K = col_all.shape[0], w2.shape[1]
+    for t in prange(T):
+        col = col_all[t]
+        for n in range(t * N // T, (t + 1) * N // T):  # this thread's block of images
+            for r in range(K):
+                _im2col_row(xg, n, n + 1, r, col[r], kh, kw, stride, padding, OH, OW)
+            # out[n] (F, P) = W (F, K) @ col (K, P)
+            _gemm(gemms, xg.itemsize, _NO_TRANS, _NO_TRANS, F, P, K, w2.ctypes.data, K, col.ctypes.data, P, 0.0,
+                  out.ctypes.data + out.itemsize * n * F * P, P)
+            for f in range(bias.size):
+                out[n, f] += bias[f]
+
+
+@njit(**OPTS)
+def _image_im2col_backward_kernel(xg, doutg, w2, dx, dw_all, col_all, dcol_all, kh, kw, stride, padding, OH, OW,
+                                  need_dx, gemms):
+    N, F, P = doutg.shape
+    T, K, C = col_all.shape[0], w2.shape[1], xg.shape[1]
+    size, csize = xg.itemsize, dw_all.itemsize
+    for t in prange(T):
+        col, dcol, dw = col_all[t], dcol_all[t], dw_all[t]
+        dw[:] = 0
+        for n in range(t * N // T, (t + 1) * N // T):
+            for r in range(K):
+                _im2col_row(xg, n, n + 1, r, col[r], kh, kw, stride, padding, OH, OW)
+            g_at = doutg.ctypes.data + size * n * F * P  # dout[n]: (F, P) as it is
+            # dW (F, K) += dout[n] (F, P) @ col.T (P, K)
+            _gemm(gemms, size, _NO_TRANS, _TRANS, F, K, P, g_at, P, col.ctypes.data, P, 1.0, dw.ctypes.data, K)
+            if need_dx:  # dcol (K, P) = W.T (K, F) @ dout[n] (F, P)
+                _gemm(gemms, size, _TRANS, _NO_TRANS, K, P, F, w2.ctypes.data, K, g_at, P, 0.0, dcol.ctypes.data, P)
+                for c in range(C):
+                    _zero_and_col2im_plane(dcol, dx, n, c, 0, kh, kw, stride, padding, OH, OW)
+
+
+def _image_im2col_forward(xg, weight, bias, stride, padding, OH, OW, out_dtype):
+    F, C, kh, kw = weight.shape
+    out = np.empty((xg.shape[0], F, OH * OW), out_dtype)
+    b = np.zeros(0, out_dtype) if bias is None else np.ascontiguousarray(bias, out_dtype)
+    col = _workspace("col", (numba.get_num_threads(), C * kh * kw, OH * OW), xg.dtype)
+    _image_im2col_forward_kernel(xg, _like(weight.reshape(F, -1), xg), b, out, col, kh, kw, stride, padding, OH, OW,
+                                 bf16.nopython_gemms())
+    return out.reshape(xg.shape[0], F, OH, OW)
+
+
+def _image_im2col_backward(dout, xg, weight, stride, padding, need_dx):
+    F, C, kh, kw = weight.shape
+    N, _, OH, OW = dout.shape
+    dtype, T, K = dout.dtype, numba.get_num_threads(), C * kh * kw
+    col = _workspace("col", (T, K, OH * OW), xg.dtype)
+    dw_all = _workspace("dw", (T, F, K), dtype)
+    dx = np.empty(xg.shape if need_dx else (0, *xg.shape[1:]), dtype)
+    dcol = _workspace("dcol", (T, K, OH * OW), dtype) if need_dx else np.empty((T, 0, 0), dtype)
+    doutg = _like(np.ascontiguousarray(dout).reshape(N, F, OH * OW), xg)
+    _image_im2col_backward_kernel(xg, doutg, _like(weight.reshape(F, K), xg), dx, dw_all, col, dcol, kh, kw, stride,
+                                  padding, OH, OW, need_dx, bf16.nopython_gemms())
+    return (dx if need_dx else None), dw_all.sum(axis=0).reshape(weight.shape)
+
+
 def conv2d_forward(x, weight, bias, stride, padding):
     N, C, H, W = x.shape
     F, _, kh, kw = weight.shape
@@ -375,6 +461,8 @@ def conv2d_forward(x, weight, bias, stride, padding):
     if _row_shift_applies(xg, kh, kw, stride, padding):
         return _row_shift_forward(xg, weight, bias, padding, out_dtype), xg
     OH, OW = _out_size(H, kh, stride, padding), _out_size(W, kw, stride, padding)
+    if _image_im2col_applies(xg, OH, OW):
+        return _image_im2col_forward(xg, weight, bias, stride, padding, OH, OW, out_dtype), xg
     P, K = OH * OW, C * kh * kw
     w2 = _like(weight.reshape(F, K), xg)
     b = np.zeros(F, out_dtype) if bias is None else bias
@@ -398,6 +486,8 @@ def conv2d_backward(dout, saved, weight, stride, padding, need_dx=True, need_db=
     if _row_shift_applies(xg, kh, kw, stride, padding):
         return (*_row_shift_backward(np.ascontiguousarray(dout), xg, weight, padding, need_dx), db)
     OH, OW = dout.shape[2:]
+    if _image_im2col_applies(xg, OH, OW):
+        return (*_image_im2col_backward(dout, xg, weight, stride, padding, need_dx), db)
     P, K = OH * OW, C * kh * kw
     dtype = dout.dtype
     dout = np.ascontiguousarray(dout).reshape(N, F, P)
