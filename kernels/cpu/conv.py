@@ -1,6 +1,7 @@
-"""The convolution on the CPU: a row-shift convolution for stride-1 "same" layers (the bottom of this file),
-im2col + GEMM in cache-sized chunks for the rest, and im2col / col2im and the GEMM-layout reorders as
-parallel Numba loops (twin: kernels/cuda/conv.cu).
+"""The convolution on the CPU: a row-shift convolution for stride-1 "same" layers, im2col one image at a
+time for the other layers with large images (both near the bottom of this file, both calling MKL's GEMM
+from inside Numba loops), im2col + GEMM in cache-sized chunks for the rest, and im2col / col2im and the
+GEMM-layout reorders as parallel Numba loops (twin: kernels/cuda/conv.cu).
 
 Same layouts as the reference in minitorch_cifar/nn/conv.py: col is (C*kh*kw, N*OH*OW), row
 r = (c*kh + i)*kw + j, column n*OH*OW + oh*OW + ow. Padding is never materialised: an index that falls
