@@ -107,7 +107,7 @@ def main():
         torch_gflops = 2 * args.batch * oh * ow * f * gemm_k / fwd / 1e6
         name = f"{c}->{f} k{k} {h}x{w}"
         used = ("row-shift" if K._row_shift_applies(x, k, k, stride, pad)
-                else "per-image" if K._image_im2col_applies(x, *y.shape[2:]) else "im2col")
+                else "per-image" if K._image_im2col_applies(*y.shape[2:]) else "im2col")
         print(f"{name:<22}{used:>9}" + "".join(f"{a_:>8.1f}/{b_:<7.1f}" for a_, b_ in (ours["default"], ours["im2col"], theirs))
               + f"{sgemm_gflops:>9.0f}{torch_gflops:>9.0f}")
         rows.append(dict(layer=name, path=used, numba_ms=ours["default"], im2col_forced_ms=ours["im2col"], torch_ms=theirs,

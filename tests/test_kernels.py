@@ -94,7 +94,7 @@ def test_per_image_im2col_convolution_equals_reference(g, f, bias, need_dx):
         mp.setattr(cpu.conv, "IMAGE_MIN_COLUMNS", 1)
         mp.setattr(cpu.conv, "ROW_SHIFT_MIN_CHANNELS", 1 << 30)  # not the row-shift path
         y, saved = cpu.conv.conv2d_forward(x, wt, b, s, p)
-        assert cpu.conv._image_im2col_applies(saved, *y.shape[2:])
+        assert cpu.conv._image_im2col_applies(*y.shape[2:])
         dout = _x(y.shape, dtype, 3)
         dx, dw, db = cpu.conv.conv2d_backward(dout, saved, wt, s, p, need_dx, bias)
     ry, rsaved = conv.conv2d_forward.reference(x, wt, b, s, p)
@@ -110,7 +110,7 @@ def test_without_mkl_every_convolution_takes_im2col(monkeypatch):
     monkeypatch.setattr(cpu.bf16, "available", lambda: False)
     x, wt = _x((2, 8, 6, 6), np.float32), _x((4, 8, 3, 3), np.float32, 1)
     assert not cpu.conv._row_shift_applies(x, 3, 3, 1, 1)
-    assert not cpu.conv._image_im2col_applies(x, 32, 32)
+    assert not cpu.conv._image_im2col_applies(32, 32)
     y, saved = cpu.conv.conv2d_forward(x, wt, None, 1, 1)
     np.testing.assert_allclose(y, conv.conv2d_forward.reference(x, wt, None, 1, 1)[0], rtol=1e-4, atol=1e-4)
 

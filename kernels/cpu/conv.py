@@ -389,7 +389,7 @@ def _row_shift_backward(dout, xg, weight, padding, need_dx):
 IMAGE_MIN_COLUMNS = 256
 
 
-def _image_im2col_applies(xg, OH, OW):
+def _image_im2col_applies(OH, OW):
     return OH * OW >= IMAGE_MIN_COLUMNS and bf16.available()
 
 
@@ -462,7 +462,7 @@ def conv2d_forward(x, weight, bias, stride, padding):
     if _row_shift_applies(xg, kh, kw, stride, padding):
         return _row_shift_forward(xg, weight, bias, padding, out_dtype), xg
     OH, OW = _out_size(H, kh, stride, padding), _out_size(W, kw, stride, padding)
-    if _image_im2col_applies(xg, OH, OW):
+    if _image_im2col_applies(OH, OW):
         return _image_im2col_forward(xg, weight, bias, stride, padding, OH, OW, out_dtype), xg
     P, K = OH * OW, C * kh * kw
     w2 = _like(weight.reshape(F, K), xg)
@@ -487,7 +487,7 @@ def conv2d_backward(dout, saved, weight, stride, padding, need_dx=True, need_db=
     if _row_shift_applies(xg, kh, kw, stride, padding):
         return (*_row_shift_backward(np.ascontiguousarray(dout), xg, weight, padding, need_dx), db)
     OH, OW = dout.shape[2:]
-    if _image_im2col_applies(xg, OH, OW):
+    if _image_im2col_applies(OH, OW):
         return (*_image_im2col_backward(dout, xg, weight, stride, padding, need_dx), db)
     P, K = OH * OW, C * kh * kw
     dtype = dout.dtype
