@@ -71,14 +71,15 @@ EXPERIMENTS = {
                          f"{FAST.format(epochs=11)[len('train '):].replace('--batch-size 1024 --lr 1.5', '--batch-size 512 --lr 0.75')} "
                          f"--matmul-precision medium --bn-momentum 0.4 --whiten-bias-epochs 3 --out runs/fast11-bf16-b512"],
     # batch norm over the whole 1024-image batch (statistics reduced over both ranks), as airbench on one GPU:
-    # seed 0 gave 91.02% (per-rank 90.84%), 32.6 min with the NumPy sync-BN; seeds 1 and 2 with the Numba one
+    # seed 0 gave 91.02% (per-rank 90.84%), 32.6 min with the NumPy sync-BN; seeds 1-2 with the Numba one 90.58, 91.00
+    # (per-rank 90.56, 90.89) in 20-22 min; seeds 3-4 not run
     "fast11-bf16-syncbn": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {FAST.format(epochs=11)[len('train '):]} --matmul-precision medium "
                            f"--bn-momentum 0.4 --whiten-bias-epochs 3 --sync-bn --out runs/fast11-bf16-syncbn"],
     # a wider network (the groups' channel counts x1.25: about 1.5x the convolution work) for one epoch less: seed 0 gave
     # 91.00% (width 1, 11 epochs: 90.84%) in 23.5 min
     "fast10-bf16-w125": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {FAST.format(epochs=10)[len('train '):]} --width 1.25 "
                          f"--matmul-precision medium --bn-momentum 0.4 --whiten-bias-epochs 3 --out runs/fast10-bf16-w125"],
-    # both: the wider network with batch norm synchronised over the two ranks
+    # both: the wider network with batch norm synchronised over the two ranks: seeds 0-1 gave 90.92, 90.78 in 25-27 min
     "fast10-bf16-w125-syncbn": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {FAST.format(epochs=10)[len('train '):]} --width 1.25 "
                                 f"--matmul-precision medium --bn-momentum 0.4 --whiten-bias-epochs 3 --sync-bn "
                                 f"--out runs/fast10-bf16-w125-syncbn"],
