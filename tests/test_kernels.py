@@ -189,9 +189,8 @@ def test_sync_batchnorm(n, c, l, ranks, dtype):
     invstd = (1 / np.sqrt(rvar + 1e-5)).astype(dtype)
     rdx, rdw, rdb = norm.batchnorm_backward.reference(np.concatenate([dy] * ranks), stacked, w, rmean, invstd)
     tol = 1e-10 if dtype == np.float64 else 2e-4
-    for impl in (cpu.norm, distributed.sync_batchnorm_forward.reference):
-        forward = cpu.norm.sync_batchnorm_forward if impl is cpu.norm else impl
-        backward = cpu.norm.sync_batchnorm_backward if impl is cpu.norm else distributed.sync_batchnorm_backward.reference
+    for forward, backward in ((cpu.norm.sync_batchnorm_forward, cpu.norm.sync_batchnorm_backward),
+                              (distributed.sync_batchnorm_forward.reference, distributed.sync_batchnorm_backward.reference)):
         y, mean, var, M = forward(comm, x, w, b, 1e-5)
         assert M == n * l * ranks and y.dtype == mean.dtype == var.dtype == dtype
         for ours, ref in ((y, ry[:n]), (mean, rmean), (var, rvar)):

@@ -282,6 +282,12 @@ def _gemm(gemms, itemsize, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, l
 
 
 @njit(inline="always")
+def _thread_share(t, T, count):
+    """Thread t of T: the first and past-the-end index of its block of the count groups or images."""
+    return t * count // T, (t + 1) * count // T
+
+
+@njit(inline="always")
 def _group(gr, G, N, H, W, p):
     """Images [n0, n1) of group gr, and m: the columns their rows span, without the p rows after the last."""
     n0, n1 = gr * G, min(N, gr * G + G)
@@ -296,7 +302,7 @@ def _row_shift_forward_kernel(xg, w_rows, bias, out, xs_all, y_all, G, p, gemms)
     size, csize, groups = xg.itemsize, out.itemsize, (N + G - 1) // G
     for t in prange(T):
         xs, y = xs_all[t], y_all[t]
-        for gr in range(t * groups // T, (t + 1) * groups // T):  # this thread's block of groups
+        for gr in range(*_thread_share(t, T, groups)):
             n0, n1, m = _group(gr, G, N, H, W, p)
             direct = n1 - n0 == 1  # one image: its rows are out[n0] itself
             _shift_copies(xg[n0:n1], xs, p)
@@ -320,7 +326,7 @@ def _row_shift_backward_kernel(xg, doutg, w_rows, dx, dw_all, xs_all, g_all, dxs
     for t in prange(T):
         xs, g, dxs, dw = xs_all[t], g_all[t], dxs_all[t], dw_all[t]
         dw[:] = 0
-        for gr in range(t * groups // T, (t + 1) * groups // T):
+        for gr in range(*_thread_share(t, T, groups)):
             n0, n1, m = _group(gr, G, N, H, W, p)
             direct = n1 - n0 == 1  # one image: dout[n0] is already the (F, H*W) operand
             _shift_copies(xg[n0:n1], xs, p)
@@ -350,6 +356,11 @@ def _group_scratch(xg, F, kw, padding, sum_dtype):
     return G, _workspace("xs", (T, kw, C, L), xg.dtype), _workspace("y", (T, F, L - 2 * padding * W), sum_dtype)
 
 
+def _bias_or_empty(bias, dtype):
+    """The bias as the kernels take it: an empty array stands for no bias (Numba has no optional arrays)."""
+    return np.zeros(0, dtype) if bias is None else np.ascontiguousarray(bias, dtype)
+
+
 def _rows_of(weight):
     """[f, c, i, j] -> [i, f, j*C + c]: the kernel row i as one (F, kw*C) matrix over xs's rows."""
     F, C, kh, kw = weight.shape
@@ -359,7 +370,7 @@ def _rows_of(weight):
 def _row_shift_forward(xg, weight, bias, padding, out_dtype):
     F, _, kh, kw = weight.shape
     out = np.empty((xg.shape[0], F, *xg.shape[2:]), out_dtype)
-    b = np.zeros(0, out_dtype) if bias is None else np.ascontiguousarray(bias, out_dtype)
+    b = _bias_or_empty(bias, out_dtype)
     G, xs, y = _group_scratch(xg, F, kw, padding, out_dtype)
     _row_shift_forward_kernel(xg, _like(_rows_of(weight), xg), b, out, xs, y, G, padding, bf16.nopython_gemms())
     return out
@@ -399,7 +410,7 @@ def _image_im2col_forward_kernel(xg, w2, bias, out, col_all, kh, kw, stride, pad
     T, K = col_all.shape[0], w2.shape[1]
     for t in prange(T):
         col = col_all[t]
-        for n in range(t * N // T, (t + 1) * N // T):  # this thread's block of images
+        for n in range(*_thread_share(t, T, N)):
             for r in range(K):
                 _im2col_row(xg, n, n + 1, r, col[r], kh, kw, stride, padding, OH, OW)
             # out[n] (F, P) = W (F, K) @ col (K, P)
@@ -414,11 +425,11 @@ def _image_im2col_backward_kernel(xg, doutg, w2, dx, dw_all, col_all, dcol_all, 
                                   need_dx, gemms):
     N, F, P = doutg.shape
     T, K, C = col_all.shape[0], w2.shape[1], xg.shape[1]
-    size, csize = xg.itemsize, dw_all.itemsize
+    size = xg.itemsize
     for t in prange(T):
         col, dcol, dw = col_all[t], dcol_all[t], dw_all[t]
         dw[:] = 0
-        for n in range(t * N // T, (t + 1) * N // T):
+        for n in range(*_thread_share(t, T, N)):
             for r in range(K):
                 _im2col_row(xg, n, n + 1, r, col[r], kh, kw, stride, padding, OH, OW)
             g_at = doutg.ctypes.data + size * n * F * P  # dout[n]: (F, P) as it is
@@ -433,7 +444,7 @@ def _image_im2col_backward_kernel(xg, doutg, w2, dx, dw_all, col_all, dcol_all, 
 def _image_im2col_forward(xg, weight, bias, stride, padding, OH, OW, out_dtype):
     F, C, kh, kw = weight.shape
     out = np.empty((xg.shape[0], F, OH * OW), out_dtype)
-    b = np.zeros(0, out_dtype) if bias is None else np.ascontiguousarray(bias, out_dtype)
+    b = _bias_or_empty(bias, out_dtype)
     col = _workspace("col", (numba.get_num_threads(), C * kh * kw, OH * OW), xg.dtype)
     _image_im2col_forward_kernel(xg, _like(weight.reshape(F, -1), xg), b, out, col, kh, kw, stride, padding, OH, OW,
                                  bf16.nopython_gemms())
