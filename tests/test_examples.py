@@ -37,3 +37,29 @@ def test_02_train_and_03_what_did_it_learn(tiny_folder, tmp_path, monkeypatch):
     for name in ("filters.png", "feature_maps.png", "confusion.png", "confidently_wrong.png"):
         assert (tmp_path / "pics" / name).stat().st_size > 2000, name
     assert "test accuracy" in out
+
+
+def test_11_torch_airbench(tiny_folder, tmp_path):
+    out = run("11_torch_airbench.py", "--data", tiny_folder, "--epochs", "1.5", "--batch-size", "50", "--out", tmp_path / "r",
+              cwd=tmp_path, env_root=tmp_path / "cache")
+    summary = __import__("json").loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["steps"] == 9  # ceil(6 steps an epoch x 1.5 epochs): the run stops mid-epoch
+    assert len(summary["history"]) == 2 and 0 <= summary["test_accuracy"] <= 100
+    assert "test accuracy" in out
+
+
+def test_11_torch_airbench_whitening_decorrelates_patches(torch):
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        airbench = __import__("11_torch_airbench")
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    gen = torch.Generator().manual_seed(0)
+    mixing = torch.randn(3, 3, generator=gen)  # correlated colour channels
+    images = torch.einsum("dc,nchw->ndhw", mixing, torch.randn(200, 3, 16, 16, generator=gen))
+    stem = torch.nn.Conv2d(3, 24, 2)
+    airbench.whiten(stem, images, eps=0)
+    with torch.no_grad():
+        z = stem(images)[:, :12].permute(0, 2, 3, 1).reshape(-1, 12).double()  # minus the bias; half with each sign
+        z = z - stem.bias[:12].double()
+    assert torch.allclose(z.T @ z / len(z), torch.eye(12, dtype=torch.float64), atol=1e-3)
