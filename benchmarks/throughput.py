@@ -2,7 +2,8 @@
 
 Same architecture (torch's copy is built by minitorch_cifar.torch_mirror with the same weights),
 float32, the same number of threads for everyone, repetitions alternated between the frameworks inside
-one process, medians reported. Peak memory of a training step is measured separately, each framework in
+one process, medians reported; each ratio to torch is the median of ratios paired within a repetition,
+with its quartiles (inference, cheap and the noisiest, is timed three times a repetition). Peak memory of a training step is measured separately, each framework in
 a fresh subprocess (growth of the peak RSS over the step, after a warm-up step).
 
     python benchmarks/throughput.py                     # table + benchmarks/results/throughput.json
@@ -71,7 +72,7 @@ def precision(bf16, torch=None):
         use(False)
 
 
-def bench(arch, batch, backends, reps, threads, bf16=False):
+def bench(arch, batch, backends, reps, threads, bf16=False, infer_repeat=3):
     import torch
     torch.set_num_threads(threads)
     rng = np.random.default_rng(0)
@@ -116,16 +117,21 @@ def bench(arch, batch, backends, reps, threads, bf16=False):
         for name, (tr, inf) in runners.items():
             if name == "minitorch-numpy" and rep >= max(2, reps // 3):
                 continue  # the reference is slow: a few repetitions are enough for its order of magnitude
-            for kind, fn in (("train", tr), ("infer", inf)):
-                t = time.perf_counter()
-                fn()
-                times[name][kind].append(time.perf_counter() - t)
+            for kind, fn, repeat in (("train", tr, 1), ("infer", inf, infer_repeat)):
+                for _ in range(repeat):
+                    t = time.perf_counter()
+                    fn()
+                    times[name][kind].append(time.perf_counter() - t)
     result = {}
     for name, t in times.items():
         result[name] = {f"{k}_images_per_s": batch / statistics.median(v) for k, v in t.items()}
-    for name in result:
-        for k in ("train", "infer"):
-            result[name][f"{k}_ratio_vs_torch"] = result[name][f"{k}_images_per_s"] / result["torch"][f"{k}_images_per_s"]
+        for k, v in t.items():
+            # ratios paired within a repetition (timed seconds apart) cancel the machine's slow drifts,
+            # which move both frameworks alike; their median and quartiles are the reported figure
+            paired = sorted(tt / tm for tt, tm in zip(times["torch"][k], v))
+            q1, median, q3 = np.percentile(paired, [25, 50, 75])
+            result[name][f"{k}_ratio_vs_torch"] = float(median)
+            result[name][f"{k}_ratio_quartiles"] = [float(q1), float(q3)]
     return result
 
 
@@ -260,7 +266,14 @@ def main():
         print(line)
         lines.append(line)
     say(f"threads {args.threads}; OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']} OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}  ({report['date']})")
-    say(f"{'arch':<7}{'batch':>6}  {'framework':<16}{'train img/s':>12}{'ratio':>7}{'infer img/s':>12}{'ratio':>7}{'peak MiB':>10}{'ratio':>7}")
+    say("ratio: images/s over torch's, median of the repetitions' paired ratios [quartiles]")
+    say(f"{'arch':<7}{'batch':>6}  {'framework':<21}{'train img/s':>12}{'ratio':>18}{'infer img/s':>12}{'ratio':>18}"
+        f"{'peak MiB':>10}{'ratio':>7}")
+
+    def ratio(v, kind):
+        q1, q3 = v[f"{kind}_ratio_quartiles"]
+        return f"{v[f'{kind}_ratio_vs_torch']:>7.2f} [{q1:.2f}-{q3:.2f}]"
+
     for arch in args.archs.split(","):
         for batch in map(int, args.batches.split(",")):
             r = bench(arch, batch, args.backends.split(","), args.reps, args.threads, args.bf16)
@@ -271,8 +284,8 @@ def main():
                     r[name]["memory_ratio_vs_torch"] = r[name]["train_peak_mib"] / max(1e-9, r["torch"]["train_peak_mib"])
             for name, v in r.items():
                 mem = f"{v['train_peak_mib']:>10.0f}{v['memory_ratio_vs_torch']:>7.2f}" if "train_peak_mib" in v else ""
-                say(f"{arch:<7}{batch:>6}  {name:<16}{v['train_images_per_s']:>12.0f}{v['train_ratio_vs_torch']:>7.2f}"
-                    f"{v['infer_images_per_s']:>12.0f}{v['infer_ratio_vs_torch']:>7.2f}{mem}")
+                say(f"{arch:<7}{batch:>6}  {name:<21}{v['train_images_per_s']:>12.0f}{ratio(v, 'train'):>18}"
+                    f"{v['infer_images_per_s']:>12.0f}{ratio(v, 'infer'):>18}{mem}")
             report["results"].append(dict(arch=arch, batch=batch, frameworks=r))
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(report, indent=2))
