@@ -162,6 +162,9 @@ def test_batchnorm(n, c, l, dtype):
     dy = _x(x.shape, dtype, 3)
     for ours, ref in zip(cpu.norm.batchnorm_backward(dy, x, w, mean, invstd), norm.batchnorm_backward.reference(dy, x, w, mean, invstd)):
         np.testing.assert_allclose(ours, ref, rtol=tol, atol=tol * 10)
+    y = cpu.norm.batchnorm_eval_forward(x, w, b)  # evaluation: the running statistics folded into scale, shift
+    assert y.dtype == dtype
+    np.testing.assert_allclose(y, norm.batchnorm_eval_forward.reference(x, w, b), rtol=tol, atol=tol)
 
 
 class _MirrorRanks:

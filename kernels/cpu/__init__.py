@@ -20,6 +20,7 @@ KERNELS = {
     "maxpool_backward": pool.maxpool_backward,
     "batchnorm_forward": norm.batchnorm_forward,
     "batchnorm_backward": norm.batchnorm_backward,
+    "batchnorm_eval_forward": norm.batchnorm_eval_forward,
     "sync_batchnorm_forward": norm.sync_batchnorm_forward,
     "sync_batchnorm_backward": norm.sync_batchnorm_backward,
     "relu_forward": activation.relu_forward,

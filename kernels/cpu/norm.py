@@ -1,4 +1,4 @@
-"""Batch-norm forward/backward (training mode) as parallel Numba loops over channels
+"""Batch-norm forward/backward (training mode) and the evaluation-mode forward as parallel Numba loops over channels
 (twin: kernels/cuda/norm.cu). Sums are accumulated in float64 whatever the data type, and the variance
 is taken in two passes, so float32 inputs with a large mean stay accurate.
 
@@ -91,6 +91,14 @@ def batchnorm_forward(x, weight, bias, eps):
     mean, var = np.empty(C, x.dtype), np.empty(C, x.dtype)
     _forward(np.ascontiguousarray(x), weight, bias, eps, y, mean, var)
     return y, mean, var
+
+
+def batchnorm_eval_forward(x, scale, shift):
+    """One parallel pass: NumPy's x * scale + shift takes two, on one thread, with a temporary."""
+    x = np.ascontiguousarray(x)
+    y = np.empty_like(x)
+    _scale_shift_all(x, scale.astype(x.dtype), shift.astype(x.dtype), y)
+    return y
 
 
 def batchnorm_backward(dy, x, weight, mean, invstd):

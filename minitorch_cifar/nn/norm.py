@@ -47,6 +47,12 @@ def batchnorm_backward(dy, x, weight, mean, invstd):
     return dx, dweight, dbias
 
 
+@kernel
+def batchnorm_eval_forward(x, scale, shift):
+    """Evaluation: x (N, C, L) * scale + shift per channel (the running statistics folded into both)."""
+    return x * scale[None, :, None] + shift[None, :, None]
+
+
 class _BatchNorm(Module):
     buffer_names = ("running_mean", "running_var", "num_batches_tracked")
     sync = None  # a distributed.Communicator: statistics over all ranks (--sync-bn)
@@ -89,7 +95,7 @@ class _BatchNorm(Module):
         else:
             mean, invstd = self.running_mean.astype(x.dtype), 1 / xp.sqrt(self.running_var.astype(x.dtype) + self.eps)
             scale = self.weight.data * invstd
-            y = x3 * scale[None, :, None] + (self.bias.data - mean * scale)[None, :, None]
+            y = batchnorm_eval_forward(x3, scale, self.bias.data - mean * scale)
             self._cache = ("eval", x3, mean, invstd, shape, None)
         return y.reshape(shape)
 
