@@ -1,6 +1,6 @@
-"""Batch-norm forward/backward (training mode) and the evaluation-mode forward as parallel Numba loops over channels
-(twin: kernels/cuda/norm.cu). Sums are accumulated in float64 whatever the data type, and the variance
-is taken in two passes, so float32 inputs with a large mean stay accurate.
+"""Batch norm as parallel Numba loops over channels: forward and backward in training mode (twin:
+kernels/cuda/norm.cu), and the forward in evaluation mode. Sums are accumulated in float64 whatever the
+data type, and the variance is taken in two passes, so float32 inputs with a large mean stay accurate.
 
 Each pass over a channel is one inlined function. The per-rank kernels run them back to back for a
 channel while it is warm in cache; the synchronised ones (--sync-bn) run each pass over all channels,
