@@ -3,8 +3,9 @@
 Same architecture (torch's copy is built by minitorch_cifar.torch_mirror with the same weights),
 float32, the same number of threads for everyone, repetitions alternated between the frameworks inside
 one process, medians reported; each ratio to torch is the median of ratios paired within a repetition,
-with its quartiles (inference, cheap and the noisiest, is timed three times a repetition). Peak memory of a training step is measured separately, each framework in
-a fresh subprocess (growth of the peak RSS over the step, after a warm-up step).
+with its quartiles (inference, cheap and the noisiest, is timed three times a repetition). Peak memory of
+a training step is measured separately, each framework in a fresh subprocess (growth of the peak RSS over
+the step, after a warm-up step).
 
     python benchmarks/throughput.py                     # table + benchmarks/results/throughput.json
     python benchmarks/throughput.py --profile fast      # share of time per layer type, forward/backward
@@ -128,7 +129,7 @@ def bench(arch, batch, backends, reps, threads, bf16=False, infer_repeat=3):
         for k, v in t.items():
             # ratios paired within a repetition (timed seconds apart) cancel the machine's slow drifts,
             # which move both frameworks alike; their median and quartiles are the reported figure
-            paired = sorted(tt / tm for tt, tm in zip(times["torch"][k], v))
+            paired = [tt / tm for tt, tm in zip(times["torch"][k], v)]
             q1, median, q3 = np.percentile(paired, [25, 50, 75])
             result[name][f"{k}_ratio_vs_torch"] = float(median)
             result[name][f"{k}_ratio_quartiles"] = [float(q1), float(q3)]

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minitorch_cifar.data import channel_stats, load_cifar10
+from minitorch_cifar.data import channel_stats, load_cifar10, normalize
 
 DATA = "../shared/data/cifar10-jpg.tar.gz"
 
@@ -99,12 +99,9 @@ def run(seed=0, epochs=9.9, batch_size=1024, data=DATA, out=None, threads=None, 
     cifar = load_cifar10(data)
     mean, std = channel_stats(cifar.train.images)
 
-    def normalize(images):
-        x = torch.from_numpy(images).float() / 255
-        return (x - torch.tensor(mean).float().view(1, 3, 1, 1)) / torch.tensor(std).float().view(1, 3, 1, 1)
-
-    train_x, train_y = normalize(cifar.train.images), torch.from_numpy(cifar.train.labels.astype(np.int64))
-    test_x, test_y = normalize(cifar.test.images), torch.from_numpy(cifar.test.labels.astype(np.int64))
+    train_x = torch.from_numpy(normalize(cifar.train.images, mean, std))
+    test_x = torch.from_numpy(normalize(cifar.test.images, mean, std))
+    train_y, test_y = (torch.from_numpy(s.labels.astype(np.int64)) for s in (cifar.train, cifar.test))
     flip = torch.rand(len(train_x), generator=gen) < 0.5  # drawn once; every other epoch flips all (alternating flip)
     padded = F.pad(torch.where(flip.view(-1, 1, 1, 1), train_x.flip(-1), train_x), (2,) * 4, mode="reflect")
 

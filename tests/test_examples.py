@@ -1,4 +1,5 @@
 """The learner's examples run on tiny data in seconds, so they cannot rot."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +43,7 @@ def test_02_train_and_03_what_did_it_learn(tiny_folder, tmp_path, monkeypatch):
 def test_11_torch_airbench(tiny_folder, tmp_path):
     out = run("11_torch_airbench.py", "--data", tiny_folder, "--epochs", "1.5", "--batch-size", "50", "--out", tmp_path / "r",
               cwd=tmp_path, env_root=tmp_path / "cache")
-    summary = __import__("json").loads((tmp_path / "r" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["steps"] == 9  # ceil(6 steps an epoch x 1.5 epochs): the run stops mid-epoch
     assert len(summary["history"]) == 2 and 0 <= summary["test_accuracy"] <= 100
     assert "test accuracy" in out
