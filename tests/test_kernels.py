@@ -1,7 +1,7 @@
 """Every Numba kernel equals its NumPy reference, over drawn shapes, strides, paddings and dtypes."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from minitorch_cifar.kernels import cpu
 from minitorch_cifar.nn import activation, conv, norm, pool
@@ -58,6 +58,8 @@ def test_chunked_convolution_equals_reference(g, f, bias, chunk_bytes):
 @given(n=st.integers(1, 6), c=st.integers(1, 6), f=st.integers(1, 6), h=st.integers(1, 8), w=st.integers(1, 8),
        half=st.integers(0, 2), dtype=st.sampled_from([np.float32, np.float64]), group_columns=st.sampled_from([1, 40, 10_000]),
        bias=st.booleans(), need_dx=st.booleans())
+@example(n=2, c=2, f=3, h=3, w=1, half=2, dtype=np.float64, group_columns=1, bias=True, need_dx=True)  # shifts wider than a row
+@example(n=3, c=2, f=2, h=2, w=2, half=2, dtype=np.float32, group_columns=40, bias=False, need_dx=True)
 def test_row_shift_convolution_equals_reference(n, c, f, h, w, half, dtype, group_columns, bias, need_dx):
     """Stride 1, kernel 2*half+1, padding half: the row-shift path (kw shifted copies, kh GEMMs from inside
     the Numba loop, dx folded back from the copies' gradient), one image per group or several."""

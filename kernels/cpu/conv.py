@@ -190,6 +190,8 @@ def _zero_and_col2im(col, dx, kh, kw, stride, padding, OH, OW):
 # Per layer, beside im2col and torch: python benchmarks/conv_layers.py --arch fast --batch 512 [--bf16].
 ROW_SHIFT_MIN_CHANNELS = 8
 GROUP_COLUMNS = 448  # images per group: as many as give the GEMMs this many columns (at least one image)
+# (groups of 1 to 6 images, tried per layer on simple's 16x16 and 8x8 layers at batch 128, differ by less than
+# the machine's noise: one size for all layers)
 _NO_TRANS, _TRANS = 111, 112  # CBLAS's names for op(a) = a and a.T
 
 
@@ -200,72 +202,92 @@ def _row_shift_applies(x, kh, kw, stride, padding):
 @njit(cache=True, error_model="numpy")
 def _shift_copies(x, xs, p):
     """Images x (G, C, H, W) -> xs[j, c, (p + g*(H + p) + h)*W + w] = x[g, c, h, w + j - p], and zero where
-    that falls outside an image: the p rows above each image and below the last, the columns shifted in."""
+    that falls outside an image: the p rows above each image and below the last, the columns shifted in.
+    The unshifted copy (j = p) is laid down image by image; every other one is that copy read s = j - p
+    places on, in one long loop (rows are only W long: loops over them would not vectorise), and then the
+    |s| columns of each row that came round from the neighbouring row are zeroed."""
     G, C, H, W = x.shape
-    for j in range(xs.shape[0]):
-        s = j - p
-        lo = min(W, max(0, -s))
-        hi = max(lo, min(W, W - s))
-        for c in range(C):
+    HW, L = H * W, xs.shape[2]
+    flat = x.reshape(G * C * HW)  # one reshape: per plane, Numba's reshape would cost a call each
+    for c in range(C):
+        mid = xs[p, c]
+        mid[:p * W] = 0
+        for g in range(G):
+            base, at = (p + g * (H + p)) * W, (g * C + c) * HW
+            for q in range(HW):
+                mid[base + q] = flat[at + q]
+            mid[base + HW:base + HW + p * W] = 0
+        for j in range(xs.shape[0]):
+            s = j - p
+            if s == 0:
+                continue
             row = xs[j, c]
-            row[:p * W] = 0
-            for g in range(G):
-                base = (p + g * (H + p)) * W
-                for h in range(H):
-                    r = base + h * W
-                    for w in range(lo):
-                        row[r + w] = 0
-                    for w in range(lo, hi):
-                        row[r + w] = x[g, c, h, w + s]
-                    for w in range(hi, W):
-                        row[r + w] = 0
-                row[base + H * W:base + (H + p) * W] = 0
+            lo, hi = max(0, -s), min(L, L - s)
+            row[:lo] = 0
+            for q in range(lo, hi):
+                row[q] = mid[q + s]
+            row[hi:] = 0
+            _zero_wrapped_columns(row, W, s)
+
+
+@njit(inline="always")
+def _zero_wrapped_columns(row, W, s):
+    """In each W-long row of a copy shifted by s, the columns w + s outside [0, W) (all of them if |s| >= W)."""
+    w0, w1 = (0, min(W, -s)) if s < 0 else (max(0, W - s), W)
+    for r in range(0, row.size, W):
+        for w in range(w0, w1):
+            row[r + w] = 0
 
 
 @njit(cache=True, error_model="numpy")
 def _fold_shift_copies(dxs, dx, p):
     """The adjoint of _shift_copies: x[g, c, h, w] went to xs[j, c, (p + g*(H + p) + h)*W + w - s]
-    (s = j - p), so its gradient is the sum of those entries of dxs over j."""
+    (s = j - p), so its gradient is the sum of those entries of dxs over j. Zeroing the entries of each
+    copy that held a wrapped-round zero first (dxs is scratch) lets each image be a sum of long loops."""
     G, C, H, W = dx.shape
-    for g in range(G):
-        for c in range(C):
-            for h in range(H):
-                r = (p + g * (H + p) + h) * W
-                for w in range(W):
-                    dx[g, c, h, w] = 0
-                for j in range(dxs.shape[0]):
-                    s = j - p
-                    lo = min(W, max(0, s))
-                    hi = max(lo, min(W, W + s))
-                    for w in range(lo, hi):
-                        dx[g, c, h, w] += dxs[j, c, r + w - s]
+    HW = H * W
+    flat = dx.reshape(G * C * HW)
+    for c in range(C):
+        for j in range(dxs.shape[0]):
+            if j != p:
+                _zero_wrapped_columns(dxs[j, c], W, j - p)
+        for g in range(G):
+            base, at = (p + g * (H + p)) * W, (g * C + c) * HW
+            for q in range(HW):
+                flat[at + q] = dxs[0, c, base + q + p]
+            for j in range(1, dxs.shape[0]):
+                for q in range(HW):
+                    flat[at + q] += dxs[j, c, base + q + p - j]
 
 
 @njit(cache=True, error_model="numpy")
 def _rows_to_images(y, out, p, bias):
     """y (F, G*(H + p)*W - p*W), image g's rows from g*(H + p) on -> out (G, F, H, W), + bias."""
     G, F, H, W = out.shape
+    HW = H * W
+    flat = out.reshape(G * F * HW)
     for g in range(G):
+        base = g * (H + p) * W
         for f in range(F):
             b = bias[f] if bias.size else 0
-            base = g * (H + p) * W
-            for h in range(H):
-                for w in range(W):
-                    out[g, f, h, w] = y[f, base + h * W + w] + b
+            at = (g * F + f) * HW
+            for q in range(HW):
+                flat[at + q] = y[f, base + q] + b
 
 
 @njit(cache=True, error_model="numpy")
 def _images_to_rows(dout, y, p):
     """The other way, zeros in the p rows between images: dout laid out as y."""
     G, F, H, W = dout.shape
+    HW = H * W
+    flat = dout.reshape(G * F * HW)
     for f in range(F):
         for g in range(G):
-            base = g * (H + p) * W
-            for h in range(H):
-                for w in range(W):
-                    y[f, base + h * W + w] = dout[g, f, h, w]
+            base, at = g * (H + p) * W, (g * F + f) * HW
+            for q in range(HW):
+                y[f, base + q] = flat[at + q]
             if g < G - 1:
-                y[f, base + H * W:base + (H + p) * W] = 0
+                y[f, base + HW:base + (H + p) * W] = 0
 
 
 @njit(inline="always")
