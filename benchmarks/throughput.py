@@ -8,7 +8,7 @@ a training step is measured separately, each framework in a fresh subprocess (gr
 the step, after a warm-up step).
 
     python benchmarks/throughput.py                     # table + benchmarks/results/throughput.json
-    python benchmarks/throughput.py --profile fast      # share of time per layer type, forward/backward
+    python benchmarks/throughput.py --profile fast      # share of time per layer type: training step, inference
     python benchmarks/throughput.py --bf16 --out benchmarks/results/throughput_bf16.json
                                                         # + rows with bfloat16 conv GEMMs, both frameworks
 """
@@ -182,7 +182,7 @@ def peak_memory(framework, arch, batch, threads):
 
 
 def profile(arch, batch, backend_name, reps=3):
-    """Share of a training step's time per layer type, forward and backward."""
+    """Share of a training step's time per layer type, forward and backward; then of inference."""
     model, _ = make_models(arch)
     timings = {}
 
@@ -219,7 +219,23 @@ def profile(arch, batch, backend_name, reps=3):
             opt_time += time.perf_counter() - t
         total = time.perf_counter() - total
     timings[("SGD", "step")] = opt_time
-    print(f"\n{arch}, batch {batch}, {backend_name}: {reps * batch / total:.0f} images/s (training step)")
+    _print_shares(f"{arch}, batch {batch}, {backend_name}: {reps * batch / total:.0f} images/s (training step)",
+                  timings, total, reps)
+    model.eval()  # the same wrappers on inference: a forward pass in evaluation mode
+    with mc.use_backend(backend_name):
+        model.forward(x)
+        timings.clear()
+        total = time.perf_counter()
+        for _ in range(reps):
+            model.forward(x)
+        total = time.perf_counter() - total
+    model.train()
+    _print_shares(f"{arch}, batch {batch}, {backend_name}: {reps * batch / total:.0f} images/s (inference)",
+                  timings, total, reps)
+
+
+def _print_shares(title, timings, total, reps):
+    print(f"\n{title}")
     print(f"{'layer':<18}{'pass':<10}{'share':>8}{'ms/step':>10}")
     for (name, kind), t in sorted(timings.items(), key=lambda kv: -kv[1]):
         print(f"{name:<18}{kind:<10}{100 * t / total:>7.1f}%{1000 * t / reps:>10.1f}")
