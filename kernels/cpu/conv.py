@@ -190,8 +190,8 @@ def _zero_and_col2im(col, dx, kh, kw, stride, padding, OH, OW):
 # Per layer, beside im2col and torch: python benchmarks/conv_layers.py --arch fast --batch 512 [--bf16].
 ROW_SHIFT_MIN_CHANNELS = 8
 GROUP_COLUMNS = 448  # images per group: as many as give the GEMMs this many columns (at least one image)
-# (groups of 1 to 6 images, tried per layer on simple's 16x16 and 8x8 layers at batch 128, differ by less than
-# the machine's noise: one size for all layers)
+# (groups of 1 to 6 images, tried per layer on simple's 16x16 and 8x8 layers at batch 128 on 2026-12-01 with a
+# scratch script, not kept, differed by less than the machine's noise: one size for all layers)
 _NO_TRANS, _TRANS = 111, 112  # CBLAS's names for op(a) = a and a.T
 
 
@@ -222,12 +222,9 @@ def _shift_copies(x, xs, p):
             if s == 0:
                 continue
             row = xs[j, c]
-            lo, hi = max(0, -s), min(L, L - s)
-            row[:lo] = 0
-            for q in range(lo, hi):
+            for q in range(max(0, -s), min(L, L - s)):
                 row[q] = mid[q + s]
-            row[hi:] = 0
-            _zero_wrapped_columns(row, W, s)
+            _zero_wrapped_columns(row, W, s)  # also the |s| ends the loop leaves: they are wrapped columns
 
 
 @njit(inline="always")
