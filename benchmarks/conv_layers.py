@@ -65,9 +65,11 @@ def main():
 
     rng = np.random.default_rng(0)
     rows = []
+    paths = ("default", "unpacked", "im2col") if args.bf16 else ("default", "im2col")
+    not_packed = f"{'not packed':>16}" if args.bf16 else ""
     print(f"{args.arch}, batch {args.batch}, {args.threads} threads{', bfloat16 operands' if args.bf16 else ''}; "
           f"ms per call (forward / backward)")
-    print(f"{'layer':<22}{'numba (path)':>24}{'im2col forced':>16}{'torch':>16}{'sgemm':>9}{'torch':>9}  (GFLOP/s: NumPy's"
+    print(f"{'layer':<22}{'numba (path)':>24}{not_packed}{'im2col forced':>16}{'torch':>16}{'sgemm':>9}{'torch':>9}  (GFLOP/s: NumPy's"
           f" GEMM on the layer's forward product; torch's forward conv)")
     for c, f, k, pad, stride, h, w in conv_shapes(args.arch, args.batch):
         x = rng.standard_normal((args.batch, c, h, w)).astype(np.float32)
@@ -77,15 +79,16 @@ def main():
         y, saved = K.conv2d_forward(x, wt, b, stride, pad)
         dout = rng.standard_normal(y.shape).astype(np.float32)
         ours = {}
-        for path in ("default", "im2col"):
-            old = K.ROW_SHIFT_MIN_CHANNELS, K.IMAGE_MIN_COLUMNS
+        for path in paths:
+            old = K.ROW_SHIFT_MIN_CHANNELS, K.IMAGE_MIN_COLUMNS, K.PACK_BF16
             if path == "im2col":
                 K.ROW_SHIFT_MIN_CHANNELS = K.IMAGE_MIN_COLUMNS = 1 << 30
+            K.PACK_BF16 = path != "unpacked"  # bfloat16 GEMMs' shared operands packed once, or by each GEMM
             try:
                 ours[path] = (median_ms(lambda: K.conv2d_forward(x, wt, b, stride, pad)),
                               median_ms(lambda: K.conv2d_backward(dout, saved, wt, stride, pad, need_dx)))
             finally:
-                K.ROW_SHIFT_MIN_CHANNELS, K.IMAGE_MIN_COLUMNS = old
+                K.ROW_SHIFT_MIN_CHANNELS, K.IMAGE_MIN_COLUMNS, K.PACK_BF16 = old
         xt = torch.from_numpy(x).requires_grad_(need_dx)
         wtt, bt, dt = torch.from_numpy(wt).requires_grad_(), torch.from_numpy(b).requires_grad_(), torch.from_numpy(dout)
 
@@ -108,12 +111,14 @@ def main():
         name = f"{c}->{f} k{k} {h}x{w}"
         used = ("row-shift" if K._row_shift_applies(x, k, k, stride, pad)
                 else "per-image" if K._image_im2col_applies(*y.shape[2:]) else "im2col")
-        print(f"{name:<22}{used:>9}" + "".join(f"{a_:>8.1f}/{b_:<7.1f}" for a_, b_ in (ours["default"], ours["im2col"], theirs))
+        print(f"{name:<22}{used:>9}" + "".join(f"{a_:>8.1f}/{b_:<7.1f}" for a_, b_ in (*(ours[p_] for p_ in paths), theirs))
               + f"{sgemm_gflops:>9.0f}{torch_gflops:>9.0f}")
         rows.append(dict(layer=name, path=used, numba_ms=ours["default"], im2col_forced_ms=ours["im2col"], torch_ms=theirs,
-                         numpy_sgemm_gflops=sgemm_gflops, torch_forward_gflops=torch_gflops))
+                         numpy_sgemm_gflops=sgemm_gflops, torch_forward_gflops=torch_gflops,
+                         **({"not_packed_ms": ours["unpacked"]} if args.bf16 else {})))
     total = lambda key: sum(sum(r[key]) for r in rows)  # noqa: E731
-    print(f"{'total (fwd+bwd)':<29}{total('numba_ms'):>15.1f}{total('im2col_forced_ms'):>16.1f}{total('torch_ms'):>16.1f}")
+    print(f"{'total (fwd+bwd)':<29}" + "".join(f"{total(key):>{16 if i else 15}.1f}" for i, key in enumerate(
+        ("numba_ms", *(("not_packed_ms",) if args.bf16 else ()), "im2col_forced_ms", "torch_ms"))))
     out = Path(__file__).resolve().parent / "results" / f"conv_layers_{args.arch}{'_bf16' if args.bf16 else ''}.json"
     out.write_text(json.dumps(dict(arch=args.arch, batch=args.batch, threads=args.threads, bf16=args.bf16, layers=rows), indent=2))
     print(f"wrote {out}")

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 import minitorch_cifar as mc
 from minitorch_cifar import backend
@@ -85,10 +85,15 @@ def test_gemm_offsets_row_strides_and_accumulation():
 @settings(max_examples=20, deadline=None)
 @given(n=st.integers(1, 3), c=st.integers(1, 12), f=st.integers(1, 12), h=st.integers(3, 10),
        k_pad_stride=st.sampled_from([(3, 1, 1), (3, 1, 2), (2, 0, 1), (1, 0, 1), (3, 0, 1)]),
-       chunk_bytes=st.sampled_from([500, 1 << 24]), image_min_columns=st.sampled_from([1, 1 << 30]))
-def test_numba_convolution_at_medium_equals_the_reference_at_medium(n, c, f, h, k_pad_stride, chunk_bytes, image_min_columns):
-    """All three GEMM paths (row shifts from 8 channels, stride 1 and "same" padding; otherwise im2col per image,
-    or in chunks of images), forward and backward."""
+       chunk_bytes=st.sampled_from([500, 1 << 24]), image_min_columns=st.sampled_from([1, 1 << 30]),
+       group_columns=st.sampled_from([1, 40, 10_000]), pack=st.booleans(), need_dx=st.booleans())
+@example(n=3, c=9, f=5, h=4, k_pad_stride=(3, 1, 1), chunk_bytes=500, image_min_columns=1, group_columns=40, pack=True,
+         need_dx=True)
+def test_numba_convolution_at_medium_equals_the_reference_at_medium(n, c, f, h, k_pad_stride, chunk_bytes, image_min_columns,
+                                                                    group_columns, pack, need_dx):
+    """All three GEMM paths (row shifts from 8 channels, stride 1 and "same" padding, with the shared operands
+    in MKL's packed form or not, one image per group or several; otherwise im2col per image, or in chunks of
+    images), forward and backward."""
     k, p, s = k_pad_stride
     rng = np.random.default_rng(n * 1000 + c * 100 + f * 10 + h)
     x = rng.standard_normal((n, c, h, h)).astype(np.float32)
@@ -99,12 +104,17 @@ def test_numba_convolution_at_medium_equals_the_reference_at_medium(n, c, f, h, 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cpu.conv, "CHUNK_BYTES", chunk_bytes)
         mp.setattr(cpu.conv, "IMAGE_MIN_COLUMNS", image_min_columns)
+        mp.setattr(cpu.conv, "GROUP_COLUMNS", group_columns)
+        mp.setattr(cpu.conv, "PACK_BF16", pack)
         y, saved = cpu.conv.conv2d_forward(x, w, b, s, p)
         dout = rng.standard_normal(y.shape).astype(np.float32)
-        ours = (y, *cpu.conv.conv2d_backward(dout, saved, w, s, p))
+        ours = (y, *cpu.conv.conv2d_backward(dout, saved, w, s, p, need_dx))
     ry, rsaved = conv.conv2d_forward.reference(x, w, b, s, p)
-    ref = (ry, *conv.conv2d_backward.reference(dout, rsaved, w, s, p))
+    ref = (ry, *conv.conv2d_backward.reference(dout, rsaved, w, s, p, need_dx))
+    assert (ours[1] is None) == (not need_dx)
     for a, r in zip(ours, ref):
+        if r is None:
+            continue
         np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(r).max()))
 
 

@@ -20,6 +20,7 @@ import numba
 from numba import njit, prange
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+PACKED, PACK_A, PACK_B = 151, 161, 162  # MKL's CBLAS_STORAGE and CBLAS_IDENTIFIER values
 _MKL_THREADING_SEQUENTIAL = 1
 SPLIT_FLOPS = 1 << 24  # a GEMM smaller than this runs on one thread: not worth a hand-off
 _state = {"lib": None, "tried": False, "why": "", "pool": None}
@@ -81,6 +82,33 @@ def nopython_gemms():
             fns.append(fn)
         _state["nopython"] = tuple(fns)
     return _state["nopython"]
+
+
+def nopython_packed():
+    """MKL's bfloat16 GEMM with a pre-packed operand, for Numba code: ``cblas_gemm_bf16bf16f32_pack`` (op(src)
+    into MKL's internal blocked layout, in a buffer of ``packed_size`` bytes) and
+    ``cblas_gemm_bf16bf16f32_compute`` (a GEMM whose operand marked PACKED is such a buffer). An operand used in
+    several GEMMs is then reordered once instead of in each: the row-shift convolution's weights over all of a
+    step's image groups, an image group's dout over the kernel's rows. Only the bfloat16 GEMMs use it: the
+    float32 ones, single-threaded, already run at about the same rate either way on this machine, the bfloat16
+    ones faster packed (``python benchmarks/conv_layers.py --bf16`` times the layers both ways)."""
+    if not available():
+        raise RuntimeError(why_unavailable())
+    if "packed" not in _state:
+        i32, addr = ctypes.c_int, ctypes.c_uint64
+        pack, compute = _state["lib"]["cblas_gemm_bf16bf16f32_pack"], _state["lib"]["cblas_gemm_bf16bf16f32_compute"]
+        pack.argtypes, pack.restype = [i32] * 6 + [addr, i32, addr], None
+        compute.argtypes = [i32] * 6 + [ctypes.c_float, addr, i32, addr, i32, ctypes.c_float, addr, i32]
+        compute.restype = None
+        _state["packed"] = (pack, compute)
+    return _state["packed"]
+
+
+def packed_size(which, m, n, k):
+    """Bytes of MKL's packed form of operand ``which`` ("a" or "b") of an (m x k) @ (k x n) bfloat16 GEMM."""
+    fn = _state["lib"].cblas_gemm_bf16bf16f32_pack_get_size
+    fn.argtypes, fn.restype = [ctypes.c_int] * 4, ctypes.c_size_t
+    return fn(PACK_A if which == "a" else PACK_B, m, n, k)
 
 
 def available():

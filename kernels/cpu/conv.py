@@ -193,6 +193,9 @@ GROUP_COLUMNS = 448  # images per group: as many as give the GEMMs this many col
 # (groups of 1 to 6 images, tried per layer on simple's 16x16 and 8x8 layers at batch 128 on 2026-12-01 with a
 # scratch script, not kept, differed by less than the machine's noise: one size for all layers)
 _NO_TRANS, _TRANS = 111, 112  # CBLAS's names for op(a) = a and a.T
+# bfloat16 GEMMs take an operand that several of them share (the weights, a group's dout) in MKL's packed
+# form, reordered once (bf16.nopython_packed). Off: each GEMM reorders it itself (A/B in conv_layers.py).
+PACK_BF16 = True
 
 
 def _row_shift_applies(x, kh, kw, stride, padding):
@@ -313,8 +316,14 @@ def _group(gr, G, N, H, W, p):
     return n0, n1, (n1 - n0) * (H + p) * W - p * W
 
 
+@njit(inline="always")
+def _gemm_packed_a(packed, trans_b, m, n, k, a_packed, b, ldb, beta, c, ldc):
+    """_gemm for bfloat16 with op(a) already in MKL's packed form (bf16.nopython_packed)."""
+    packed[1](101, bf16.PACKED, trans_b, m, n, k, np.float32(1), a_packed, k, b, ldb, np.float32(beta), c, ldc)
+
+
 @njit(**OPTS)
-def _row_shift_forward_kernel(xg, w_rows, bias, out, xs_all, y_all, G, p, gemms):
+def _row_shift_forward_kernel(xg, w_rows, w_packed, bias, out, xs_all, y_all, G, p, gemms, packed):
     N, C, H, W = xg.shape
     kh, F, kwC = w_rows.shape
     T, L, M = xs_all.shape[0], xs_all.shape[3], y_all.shape[2]
@@ -327,8 +336,12 @@ def _row_shift_forward_kernel(xg, w_rows, bias, out, xs_all, y_all, G, p, gemms)
             _shift_copies(xg[n0:n1], xs, p)
             c_at = out.ctypes.data + csize * n0 * F * H * W if direct else y.ctypes.data
             for i in range(kh):  # y (F, m) (+)= W_i (F, kw*C) @ xs[:, i*W : i*W + m]
-                _gemm(gemms, size, _NO_TRANS, _NO_TRANS, F, m, kwC, w_rows.ctypes.data + size * i * F * kwC, kwC,
-                      xs.ctypes.data + size * i * W, L, 1.0 if i > 0 else 0.0, c_at, m if direct else M)
+                b_at, beta, ldc = xs.ctypes.data + size * i * W, 1.0 if i > 0 else 0.0, m if direct else M
+                if w_packed.shape[1]:
+                    _gemm_packed_a(packed, _NO_TRANS, F, m, kwC, w_packed[i].ctypes.data, b_at, L, beta, c_at, ldc)
+                else:
+                    _gemm(gemms, size, _NO_TRANS, _NO_TRANS, F, m, kwC, w_rows.ctypes.data + size * i * F * kwC, kwC,
+                          b_at, L, beta, c_at, ldc)
             if direct:
                 for f in range(bias.size):
                     out[n0, f] += bias[f]
@@ -337,7 +350,8 @@ def _row_shift_forward_kernel(xg, w_rows, bias, out, xs_all, y_all, G, p, gemms)
 
 
 @njit(**OPTS)
-def _row_shift_backward_kernel(xg, doutg, w_rows, dx, dw_all, xs_all, g_all, dxs_all, G, p, need_dx, gemms):
+def _row_shift_backward_kernel(xg, doutg, w_rows, wt_packed, dx, dw_all, xs_all, g_all, dxs_all, g_packed_all, G, p,
+                               need_dx, gemms, packed):
     N, C, H, W = xg.shape
     kh, F, kwC = w_rows.shape
     T, L, M = xs_all.shape[0], xs_all.shape[3], g_all.shape[2]
@@ -354,14 +368,23 @@ def _row_shift_backward_kernel(xg, doutg, w_rows, dx, dw_all, xs_all, g_all, dxs
             else:
                 _images_to_rows(doutg[n0:n1], g, p)
                 g_at, ldg = g.ctypes.data, M
+            if g_packed_all.shape[1]:  # dout is the same operand of all kh GEMMs: reordered once for them
+                packed[0](101, bf16.PACK_A, _NO_TRANS, F, kwC, m, g_at, ldg, g_packed_all[t].ctypes.data)
             for i in range(kh):  # dW_i (F, kw*C) += dout @ xs[:, i*W : i*W + m].T
-                _gemm(gemms, size, _NO_TRANS, _TRANS, F, kwC, m, g_at, ldg, xs.ctypes.data + size * i * W, L,
-                      1.0, dw.ctypes.data + csize * i * F * kwC, kwC)
+                b_at, c_at = xs.ctypes.data + size * i * W, dw.ctypes.data + csize * i * F * kwC
+                if g_packed_all.shape[1]:
+                    _gemm_packed_a(packed, _TRANS, F, kwC, m, g_packed_all[t].ctypes.data, b_at, L, 1.0, c_at, kwC)
+                else:
+                    _gemm(gemms, size, _NO_TRANS, _TRANS, F, kwC, m, g_at, ldg, b_at, L, 1.0, c_at, kwC)
             if need_dx:
                 dxs[:, :, m:] = 0  # columns the first GEMM does not write but the next ones add to
                 for i in range(kh):  # dxs[:, i*W : i*W + m] (+)= W_i.T @ dout
-                    _gemm(gemms, size, _TRANS, _NO_TRANS, kwC, m, F, w_rows.ctypes.data + size * i * F * kwC, kwC,
-                          g_at, ldg, 1.0 if i > 0 else 0.0, dxs.ctypes.data + csize * i * W, L)
+                    beta, c_at = 1.0 if i > 0 else 0.0, dxs.ctypes.data + csize * i * W
+                    if wt_packed.shape[1]:
+                        _gemm_packed_a(packed, _NO_TRANS, kwC, m, F, wt_packed[i].ctypes.data, g_at, ldg, beta, c_at, L)
+                    else:
+                        _gemm(gemms, size, _TRANS, _NO_TRANS, kwC, m, F, w_rows.ctypes.data + size * i * F * kwC, kwC,
+                              g_at, ldg, beta, c_at, L)
                 _fold_shift_copies(dxs, dx[n0:n1], p)
 
 
@@ -386,12 +409,39 @@ def _rows_of(weight):
     return np.ascontiguousarray(weight.transpose(2, 0, 3, 1)).reshape(kh, F, kw * C)
 
 
+def _packed(name, count, m, n, k):
+    """Scratch for count operands in MKL's packed form, an empty (count, 0) array where nothing is packed (the
+    kernels then call the plain GEMMs): bfloat16 only, since the float32 GEMMs do not gain from packing here.
+    Each starts on a 64-byte boundary (what MKL's own allocator gives)."""
+    if not PACK_BF16 or m * n * k == 0:
+        return np.empty((count, 0), np.uint8)
+    size = (bf16.packed_size("a", m, n, k) + 63) // 64 * 64
+    buf = _workspace(name, (count * size + 64,), np.uint8)
+    skip = -buf.ctypes.data % 64
+    return buf[skip:skip + count * size].reshape(count, size)
+
+
+def _packed_rows(w_rows, trans, n):
+    """Each kernel row's weight matrix w_rows[i] (F, kw*C), or its transpose, packed as a GEMM's first operand
+    for n columns: once a step, and every image group's GEMMs read it."""
+    kh, F, kwC = w_rows.shape
+    m, k = (kwC, F) if trans else (F, kwC)
+    packed = _packed("w_packed", kh, m, n, k) if w_rows.dtype == np.uint16 else np.empty((kh, 0), np.uint8)
+    if packed.shape[1]:
+        pack = bf16.nopython_packed()[0]
+        for i in range(kh):
+            pack(101, bf16.PACK_A, _TRANS if trans else _NO_TRANS, m, n, k, w_rows[i].ctypes.data, kwC, packed[i].ctypes.data)
+    return packed
+
+
 def _row_shift_forward(xg, weight, bias, padding, out_dtype):
     F, _, kh, kw = weight.shape
     out = np.empty((xg.shape[0], F, *xg.shape[2:]), out_dtype)
     b = _bias_or_empty(bias, out_dtype)
     G, xs, y = _group_scratch(xg, F, kw, padding, out_dtype)
-    _row_shift_forward_kernel(xg, _like(_rows_of(weight), xg), b, out, xs, y, G, padding, bf16.nopython_gemms())
+    w_rows = _like(_rows_of(weight), xg)
+    _row_shift_forward_kernel(xg, w_rows, _packed_rows(w_rows, False, y.shape[2]), b, out, xs, y, G, padding,
+                              bf16.nopython_gemms(), bf16.nopython_packed())
     return out
 
 
@@ -403,8 +453,11 @@ def _row_shift_backward(dout, xg, weight, padding, need_dx):
     dw_all = _workspace("dw", (xs.shape[0], kh, F, kw * C), dtype)
     dx = np.empty((N, C, H, W) if need_dx else (0, C, H, W), dtype)
     dxs = _workspace("dxs", xs.shape, dtype) if need_dx else np.empty((xs.shape[0], 0, 0, 0), dtype)
-    _row_shift_backward_kernel(xg, _like(dout, xg), _like(_rows_of(weight), xg), dx, dw_all, xs, g, dxs, G, padding,
-                               need_dx, bf16.nopython_gemms())
+    w_rows, T, M = _like(_rows_of(weight), xg), xs.shape[0], g.shape[2]
+    wt_packed = _packed_rows(w_rows, True, M) if need_dx else np.empty((kh, 0), np.uint8)
+    g_packed = _packed("g_packed", T, F, kw * C, M) if xg.dtype == np.uint16 else np.empty((T, 0), np.uint8)
+    _row_shift_backward_kernel(xg, _like(dout, xg), w_rows, wt_packed, dx, dw_all, xs, g, dxs, g_packed, G, padding,
+                               need_dx, bf16.nopython_gemms(), bf16.nopython_packed())
     dw = dw_all.sum(axis=0).reshape(kh, F, kw, C).transpose(1, 3, 0, 2)  # [i, f, j*C + c] -> [f, c, i, j]
     return (dx if need_dx else None), np.ascontiguousarray(dw)
 
