@@ -51,12 +51,16 @@ def _load():
     try:
         lib = ctypes.CDLL(path, mode=ctypes.RTLD_LOCAL | getattr(os, "RTLD_DEEPBIND", 0))
         fn = lib.cblas_gemm_bf16bf16f32
+        for name in ("cblas_gemm_bf16bf16f32_pack", "cblas_gemm_bf16bf16f32_compute", "cblas_gemm_bf16bf16f32_pack_get_size"):
+            getattr(lib, name)  # nopython_packed's: checked here, so that an MKL without them is not used at all
     except (OSError, AttributeError) as e:
         _state["why"] = f"could not load MKL's bfloat16 GEMM: {e}"
         return None
     i32, ptr = ctypes.c_int, ctypes.c_void_p
     fn.argtypes = [i32, i32, i32, i32, i32, i32, ctypes.c_float, ptr, i32, ptr, i32, ctypes.c_float, ptr, i32]
     fn.restype = None
+    lib.cblas_gemm_bf16bf16f32_pack_get_size.argtypes = [i32] * 4
+    lib.cblas_gemm_bf16bf16f32_pack_get_size.restype = ctypes.c_size_t
     lib.MKL_Set_Threading_Layer.argtypes = [i32]
     lib.MKL_Set_Threading_Layer(_MKL_THREADING_SEQUENTIAL)
     _state["lib"] = lib
@@ -106,9 +110,9 @@ def nopython_packed():
 
 def packed_size(which, m, n, k):
     """Bytes of MKL's packed form of operand ``which`` ("a" or "b") of an (m x k) @ (k x n) bfloat16 GEMM."""
-    fn = _state["lib"].cblas_gemm_bf16bf16f32_pack_get_size
-    fn.argtypes, fn.restype = [ctypes.c_int] * 4, ctypes.c_size_t
-    return fn(PACK_A if which == "a" else PACK_B, m, n, k)
+    if not available():
+        raise RuntimeError(why_unavailable())
+    return _state["lib"].cblas_gemm_bf16bf16f32_pack_get_size(PACK_A if which == "a" else PACK_B, m, n, k)
 
 
 def available():
