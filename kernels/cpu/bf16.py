@@ -20,7 +20,7 @@ import numba
 from numba import njit, prange
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
-PACKED, PACK_A, PACK_B = 151, 161, 162  # MKL's CBLAS_STORAGE and CBLAS_IDENTIFIER values
+PACKED, PACK_A = 151, 161  # MKL's CBLAS_STORAGE value and CBLAS_IDENTIFIER for the first operand
 _MKL_THREADING_SEQUENTIAL = 1
 SPLIT_FLOPS = 1 << 24  # a GEMM smaller than this runs on one thread: not worth a hand-off
 _state = {"lib": None, "tried": False, "why": "", "pool": None}
@@ -108,11 +108,11 @@ def nopython_packed():
     return _state["packed"]
 
 
-def packed_size(which, m, n, k):
-    """Bytes of MKL's packed form of operand ``which`` ("a" or "b") of an (m x k) @ (k x n) bfloat16 GEMM."""
+def packed_size(m, n, k):
+    """Bytes of MKL's packed form of the first operand of an (m x k) @ (k x n) bfloat16 GEMM."""
     if not available():
         raise RuntimeError(why_unavailable())
-    return _state["lib"].cblas_gemm_bf16bf16f32_pack_get_size(PACK_A if which == "a" else PACK_B, m, n, k)
+    return _state["lib"].cblas_gemm_bf16bf16f32_pack_get_size(PACK_A, m, n, k)
 
 
 def available():

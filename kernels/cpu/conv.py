@@ -409,13 +409,13 @@ def _rows_of(weight):
     return np.ascontiguousarray(weight.transpose(2, 0, 3, 1)).reshape(kh, F, kw * C)
 
 
-def _packed(name, count, m, n, k):
+def _packed(name, count, m, n, k, dtype):
     """Scratch for count operands in MKL's packed form, an empty (count, 0) array where nothing is packed (the
     kernels then call the plain GEMMs): bfloat16 only, since the float32 GEMMs do not gain from packing here.
     Each starts on a 64-byte boundary (what MKL's own allocator gives)."""
-    if not PACK_BF16 or m * n * k == 0:
+    if not PACK_BF16 or dtype != np.uint16 or m * n * k == 0:
         return np.empty((count, 0), np.uint8)
-    size = (bf16.packed_size("a", m, n, k) + 63) // 64 * 64
+    size = (bf16.packed_size(m, n, k) + 63) // 64 * 64
     buf = _workspace(name, (count * size + 64,), np.uint8)
     skip = -buf.ctypes.data % 64
     return buf[skip:skip + count * size].reshape(count, size)
@@ -426,7 +426,7 @@ def _packed_rows(w_rows, trans, n):
     for n columns: once a step, and every image group's GEMMs read it."""
     kh, F, kwC = w_rows.shape
     m, k = (kwC, F) if trans else (F, kwC)
-    packed = _packed("w_packed", kh, m, n, k) if w_rows.dtype == np.uint16 else np.empty((kh, 0), np.uint8)
+    packed = _packed("w_packed", kh, m, n, k, w_rows.dtype)
     if packed.shape[1]:
         pack = bf16.nopython_packed()[0]
         for i in range(kh):
@@ -455,7 +455,7 @@ def _row_shift_backward(dout, xg, weight, padding, need_dx):
     dxs = _workspace("dxs", xs.shape, dtype) if need_dx else np.empty((xs.shape[0], 0, 0, 0), dtype)
     w_rows, T, M = _like(_rows_of(weight), xg), xs.shape[0], g.shape[2]
     wt_packed = _packed_rows(w_rows, True, M) if need_dx else np.empty((kh, 0), np.uint8)
-    g_packed = _packed("g_packed", T, F, kw * C, M) if xg.dtype == np.uint16 else np.empty((T, 0), np.uint8)
+    g_packed = _packed("g_packed", T, F, kw * C, M, xg.dtype)
     _row_shift_backward_kernel(xg, _like(dout, xg), w_rows, wt_packed, dx, dw_all, xs, g, dxs, g_packed, G, padding,
                                need_dx, bf16.nopython_gemms(), bf16.nopython_packed())
     dw = dw_all.sum(axis=0).reshape(kh, F, kw, C).transpose(1, 3, 0, 2)  # [i, f, j*C + c] -> [f, c, i, j]
