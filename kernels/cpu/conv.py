@@ -14,6 +14,7 @@ from numba import njit, prange
 from minitorch_cifar import backend
 
 from . import bf16
+from .norm import channel_sums
 
 OPTS = dict(parallel=True, cache=True, error_model="numpy", fastmath=False)
 
@@ -566,7 +567,7 @@ def conv2d_backward(dout, saved, weight, stride, padding, need_dx=True, need_db=
     xg = saved  # x as the forward's GEMMs read it (bfloat16 under "medium"): backward follows the forward
     N, C, H, W = xg.shape
     F, _, kh, kw = weight.shape
-    db = dout.sum(axis=(0, 2, 3)) if need_db else None
+    db = channel_sums(dout) if need_db else None
     if _row_shift_applies(xg, kh, kw, stride, padding):
         return (*_row_shift_backward(np.ascontiguousarray(dout), xg, weight, padding, need_dx), db)
     OH, OW = dout.shape[2:]

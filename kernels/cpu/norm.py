@@ -140,6 +140,15 @@ def _input_grad_all(dy, x, weight, mean, invstd, M, sdy, sdyx, dx):
         _input_grad(dy, x, c, mean[c], invstd[c], weight[c] * invstd[c] / M, M, sdy[c], sdyx[c], dx)
 
 
+def channel_sums(x):
+    """x (N, C, ...) summed over all but the channel axis, in one parallel pass: a convolution's bias
+    gradient. NumPy's x.sum(axis=(0, 2, 3)) takes one thread."""
+    x = np.ascontiguousarray(x)
+    sums = np.empty(x.shape[1])
+    _sums(x.reshape(x.shape[0], x.shape[1], -1), sums)
+    return sums.astype(x.dtype)
+
+
 def sync_batchnorm_forward(comm, x, weight, bias, eps):
     x = np.ascontiguousarray(x)
     N, C, L = x.shape
