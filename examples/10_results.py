@@ -88,7 +88,8 @@ EXPERIMENTS = {
     "fast13-bf16-syncbn": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {FAST.format(epochs=13)[len('train '):]} --matmul-precision medium "
                            f"--bn-momentum 0.4 --whiten-bias-epochs 3 --sync-bn --out runs/fast13-bf16-syncbn"],
     # with the packed bfloat16 GEMMs the step is faster (session 9), so the 30-minute budget holds the wider
-    # network (width 1.25, sync BN) for 11 epochs: the 10-epoch version gave 90.92, 90.78 in 25-27 min
+    # network (width 1.25, sync BN) for 11 epochs (the 10-epoch version gave 90.92, 90.78 in 25-27 min):
+    # 91.35, 91.10, 91.25, 91.09, 91.37, mean 91.23% in 25.4 min a run; the main recipe since (docs/results/seeds.json)
     "fast11-bf16-w125-syncbn": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {FAST.format(epochs=11)[len('train '):]} --width 1.25 "
                                 f"--matmul-precision medium --bn-momentum 0.4 --whiten-bias-epochs 3 --sync-bn "
                                 f"--out runs/fast11-bf16-w125-syncbn"],
