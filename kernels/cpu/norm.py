@@ -1,6 +1,7 @@
 """Batch norm as parallel Numba loops over channels: forward and backward in training mode (twin:
 kernels/cuda/norm.cu), and the forward in evaluation mode. Sums are accumulated in float64 whatever the
 data type, and the variance is taken in two passes, so float32 inputs with a large mean stay accurate.
+The same per-channel sum gives a convolution its bias gradient (channel_sums, at the bottom).
 
 Each pass over a channel is one inlined function. The per-rank kernels run them back to back for a
 channel while it is warm in cache; the synchronised ones (--sync-bn) run each pass over all channels,
@@ -140,15 +141,6 @@ def _input_grad_all(dy, x, weight, mean, invstd, M, sdy, sdyx, dx):
         _input_grad(dy, x, c, mean[c], invstd[c], weight[c] * invstd[c] / M, M, sdy[c], sdyx[c], dx)
 
 
-def channel_sums(x):
-    """x (N, C, ...) summed over all but the channel axis, in one parallel pass: a convolution's bias
-    gradient. NumPy's x.sum(axis=(0, 2, 3)) takes one thread."""
-    x = np.ascontiguousarray(x)
-    sums = np.empty(x.shape[1])
-    _sums(x.reshape(x.shape[0], x.shape[1], -1), sums)
-    return sums.astype(x.dtype)
-
-
 def sync_batchnorm_forward(comm, x, weight, bias, eps):
     x = np.ascontiguousarray(x)
     N, C, L = x.shape
@@ -176,3 +168,13 @@ def sync_batchnorm_backward(comm, dy, x, weight, mean, invstd, M):
     dx = np.empty_like(x)
     _input_grad_all(dy, x, weight, mean, invstd, M, total[0], total[1], dx)
     return dx, local[1].astype(x.dtype), local[0].astype(x.dtype)
+
+
+# ----------------------------------------------------------------------------- for the convolution
+def channel_sums(x):
+    """x (N, C, ...) summed over all but the channel axis, in one parallel pass: a convolution's bias
+    gradient. NumPy's x.sum(axis=(0, 2, 3)) takes one thread."""
+    x = np.ascontiguousarray(x)
+    sums = np.empty(x.shape[1])
+    _sums(x.reshape(x.shape[0], x.shape[1], -1), sums)
+    return sums.astype(x.dtype)
