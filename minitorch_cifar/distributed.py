@@ -21,6 +21,8 @@ cannot be tested on this machine and is not implemented yet: ``--distributed`` r
 from __future__ import annotations
 
 import sys
+import time
+import traceback
 
 import numpy as np
 
@@ -88,7 +90,11 @@ class Communicator:
         return slice(self.rank * per_rank, (self.rank + 1) * per_rank)
 
     def abort(self, message):
+        traceback.print_exc()
         print(f"rank {self.rank}: {message}; aborting all ranks", file=sys.stderr, flush=True)
+        # mpiexec forwards our stderr through its proxy; Abort kills that pipe at once, and under load the
+        # message was lost (seen once in CI). A moment's wait lets it reach the user first.
+        time.sleep(1.0)
         self.comm.Abort(1)
 
 
