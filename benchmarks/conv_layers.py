@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 import minitorch_cifar as mc
-from minitorch_cifar import models, nn
+from minitorch_cifar import machine, models, nn
 
 
 def conv_shapes(arch, batch):
@@ -120,7 +120,7 @@ def main():
     print(f"{'total (fwd+bwd)':<29}" + "".join(f"{total(key):>{16 if i else 15}.1f}" for i, key in enumerate(
         ("numba_ms", *(("not_packed_ms",) if args.bf16 else ()), "im2col_forced_ms", "torch_ms"))))
     out = Path(__file__).resolve().parent / "results" / f"conv_layers_{args.arch}{'_bf16' if args.bf16 else ''}.json"
-    out.write_text(json.dumps(dict(arch=args.arch, batch=args.batch, threads=args.threads, bf16=args.bf16, layers=rows), indent=2))
+    out.write_text(json.dumps(dict(machine=machine.describe(), arch=args.arch, batch=args.batch, threads=args.threads, bf16=args.bf16, layers=rows), indent=2))
     print(f"wrote {out}")
 
 

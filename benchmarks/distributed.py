@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from minitorch_cifar import machine
 from minitorch_cifar.experiments import ONE_CORE_PER_RANK
 
 CHILD = r'''
@@ -68,7 +69,7 @@ def main():
         print(f"{ranks} rank(s), 1 core each: {r['images_per_s']:.0f} images/s ({args.model}, global batch {args.batch})")
     print(f"speed-up with 2 ranks: {results[1]['images_per_s'] / results[0]['images_per_s']:.2f}x")
     print(f"wrote {args.out}")
-    Path(args.out).write_text(json.dumps(dict(model=args.model, batch=args.batch, threads_per_rank=1, results=results,
+    Path(args.out).write_text(json.dumps(dict(machine=machine.describe(), model=args.model, batch=args.batch, threads_per_rank=1, results=results,
                                               date=time.strftime("%Y-%m-%d %H:%M")), indent=2))
     return 0
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from minitorch_cifar import machine
+
 
 def main():
     p = argparse.ArgumentParser()
@@ -85,7 +87,7 @@ def main():
     if "torch-cuda" in results:
         print(f"ratio minitorch/torch: {results['minitorch-cupy'] / results['torch-cuda']:.2f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(dict(arch=args.arch, batch=args.batch, images_per_s=results,
+    Path(args.out).write_text(json.dumps(dict(machine=machine.describe(), arch=args.arch, batch=args.batch, images_per_s=results,
                                               gpu=cp.cuda.runtime.getDeviceProperties(0)["name"].decode()), indent=2))
     return 0
 

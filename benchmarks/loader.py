@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 
+from minitorch_cifar import machine
 from minitorch_cifar.data import Augment, BatchLoader, channel_stats, load_cifar10
 
 
@@ -38,7 +39,7 @@ def main():
                              ratio=rate / fastest))
             print(f"batch {batch:>5}  {augment:<20} loader {rate:>8.0f} images/s; fastest training step measured at this batch "
                   f"{fastest:>6.0f} images/s: {rate / fastest:.1f}x")
-    Path(args.out).write_text(json.dumps(dict(data=data.source, rows=rows), indent=2))
+    Path(args.out).write_text(json.dumps(dict(machine=machine.describe(), data=data.source, rows=rows), indent=2))
     print(f"wrote {args.out}")
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 import minitorch_cifar as mc
-from minitorch_cifar import models, nn
+from minitorch_cifar import machine, models, nn
 from minitorch_cifar.torch_mirror import to_torch
 
 HERE = Path(__file__).resolve().parent
@@ -273,8 +273,8 @@ def main():
         return
     import torch
     env = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    report = dict(machine=dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(), threads=args.threads,
-                               python=platform.python_version(), numpy=np.__version__, numba=numba.__version__,
+    report = dict(machine=dict(**machine.describe(), threads=args.threads, python=platform.python_version(),
+                               numpy=np.__version__, numba=numba.__version__,
                                torch=torch.__version__, openblas_env=env),
                   date=time.strftime("%Y-%m-%d %H:%M"), results=[])
     lines = []
@@ -282,7 +282,9 @@ def main():
     def say(line):  # the table goes to the terminal and, beside the JSON, to a .txt
         print(line)
         lines.append(line)
-    say(f"threads {args.threads}; OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']} OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}  ({report['date']})")
+    m = report["machine"]
+    say(f"{m['cpu']}, {m['cores']} cores, {'/'.join(m['isa'] or ['ISA unknown'])}; "
+        f"threads {args.threads}; OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']} OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}  ({report['date']})")
     say("ratio: images/s over torch's, median of the repetitions' paired ratios [quartiles]")
     say(f"{'arch':<7}{'batch':>6}  {'framework':<21}{'train img/s':>12}{'ratio':>18}{'infer img/s':>12}{'ratio':>18}"
         f"{'peak MiB':>10}{'ratio':>7}")

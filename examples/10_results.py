@@ -104,6 +104,20 @@ EXPERIMENTS = {
                             f"{FAST.format(epochs=24)[len('train '):].replace('--augment crop,altflip --padding 2', '--augment crop,altflip,cutout --padding 4 --cutout-size 12')} "
                             f"--width 1.5 --matmul-precision medium --bn-momentum 0.4 --whiten-bias-epochs 3 --sync-bn "
                             f"--out runs/long-w15-e24-cutout"],
+    # width 2 (groups of 128/512/512, airbench95's first group) with the cutout augmentation, 20 epochs so that
+    # a run stays inside the 2-hour budget (about 1.8x long-w15-e24-cutout's convolution work per epoch).
+    # Not run yet: the one session that launched it had an AVX2-only AMD EPYC, where it had not finished one
+    # epoch in 16 minutes (the Intel Xeon with AMX is the machine its estimate and the budget are for)
+    "long-w2-e20-cutout": [f"seeds --seeds 0 1 --ranks 2 "
+                           f"{FAST.format(epochs=20)[len('train '):].replace('--augment crop,altflip --padding 2', '--augment crop,altflip,cutout --padding 4 --cutout-size 12')} "
+                           f"--width 2 --matmul-precision medium --bn-momentum 0.4 --whiten-bias-epochs 3 --sync-bn "
+                           f"--out runs/long-w2-e20-cutout"],
+    # the `deeper` target (>= 90%, no time limit): the VGG-style network with the issue's PyTorch baseline
+    # recipe at batch 512 (lr 0.4, onecycle, label smoothing) plus alternating flips, TTA level 2, sync BN
+    "deeper-e12": [f"seeds --seeds 0 1 --ranks 2 --data {DATA} --model deeper --epochs 12 --batch-size 512 --lr 0.4 "
+                   f"--momentum 0.9 --nesterov --weight-decay 5e-4 --schedule onecycle --warmup 0.2 --label-smoothing 0.2 "
+                   f"--augment crop,altflip --padding 2 --pad-mode reflect --tta 2 --val-size 0 --sync-bn "
+                   f"--out runs/deeper-e12"],
     "architectures": [f"sweep --grid model=simple,deeper,resnet,fast --data {DATA} --epochs 2 --train-subset 10000 "
                       f"--batch-size 128 --lr 0.05 --augment crop,flip --out runs/architectures"],
     "activations": [f"sweep --grid activation=relu,leaky_relu,elu,gelu,tanh --data {DATA} --model simple --bn --epochs 3 "

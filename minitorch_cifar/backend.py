@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ class _State:
     kernels: dict = {}
     dtype = np.dtype(np.float32)
     matmul_precision = "highest"
+    warned_emulated_bf16 = False
 
 
 _state = _State()
@@ -110,9 +112,17 @@ def get_float32_matmul_precision() -> str:
 
 
 def _require_bf16_gemm():
+    from minitorch_cifar import machine
     from minitorch_cifar.kernels.cpu import bf16
     if not bf16.available():
         raise RuntimeError(f"matmul precision 'medium' on the numba backend needs a bfloat16 GEMM: {bf16.why_unavailable()}")
+    if machine.native_bf16() is False and not _state.warned_emulated_bf16:
+        # it runs and gives the same numbers, but on an AVX2-only AMD EPYC the bfloat16 `fast` step was slower
+        # than the float32 one (benchmarks/results/throughput_zen3.json), the opposite of why one asks for it
+        _state.warned_emulated_bf16 = True
+        warnings.warn(f"matmul precision 'medium': this CPU ({machine.describe()['cpu']}) has no bfloat16 arithmetic "
+                      "(AVX512_BF16 or AMX), so MKL emulates it; expect it no faster than 'highest' here",
+                      RuntimeWarning, stacklevel=3)
 
 
 def gemm_operand(a):

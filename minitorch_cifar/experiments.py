@@ -165,7 +165,9 @@ def _seed_summary(config, seeds, results, failed, ranks):
         mean=float(np.mean(accs)) if accs else None, std=float(np.std(accs)) if accs else None,
         min=float(np.min(accs)) if accs else None, max=float(np.max(accs)) if accs else None,
         minutes_per_run=float(np.mean([r.get("end_to_end_seconds", r["wall_seconds"]) for _, r in done]) / 60) if done else None,
-        ranks=ranks, recipe=recipe, data=done[0][1]["data"] if done else None, failed=failed)
+        ranks=ranks, recipe=recipe, data=done[0][1]["data"] if done else None, failed=failed,
+        # seeds can accumulate over sessions, and sessions have run on different CPUs: say which ran them
+        machines=list({r["machine"]["cpu"]: r["machine"] for _, r in done if r.get("machine")}.values()))
     _write(out / "seeds.json", summary)
     if accs:
         plots.spread(accs, [str(s) for s, _ in done], out / "seeds.png", title=f"{config.model}: test accuracy per seed")

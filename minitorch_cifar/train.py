@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minitorch_cifar import backend, nn, optim
+from minitorch_cifar import backend, machine, nn, optim
 from minitorch_cifar.data import Augment, BatchLoader, channel_stats, load_cifar10, normalize, random_subset, train_val_split
 from minitorch_cifar.data.cifar import atomic_save_npz
 from minitorch_cifar.models import build_model, count_parameters, dirac_init, init_whitening
@@ -472,7 +472,7 @@ def _train(config, data, progress, resume, on_step, log, comm):
         final_train_accuracy=history[-1]["train_accuracy"], epochs=config.epochs,
         train_seconds=sum(r["epoch_seconds"] for r in history), wall_seconds=time.time() - started,
         images_per_s=float(np.median([r["images_per_s"] for r in history])), parameters=count_parameters(model),
-        data=data.source, backend=config.backend, config=dataclasses.asdict(config))
+        data=data.source, backend=config.backend, machine=machine.describe(), config=dataclasses.asdict(config))
     _write_json(out / "summary.json", summary)
     tta = {0: "", 1: ", TTA: mirror", 2: ", TTA: mirror and 1-pixel shifts"}[config.tta]
     log(f"test accuracy {test_acc:.2f}% (loss {test_loss:.4f}{tta}); run folder {out}")

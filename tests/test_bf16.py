@@ -157,3 +157,45 @@ def test_training_at_medium_learns_and_records_the_precision(tiny_folder, tmp_pa
     with pytest.raises(ValueError, match="--matmul-precision must be one of"):
         TrainConfig(matmul_precision="bf16").validate()
 
+
+
+INTEL_AMX = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: INTEL(R) XEON(R) PLATINUM 8581C CPU @ 2.30GHz
+flags\t\t: fpu sse2 avx avx2 avx512f avx512bw avx512_bf16 amx_bf16 amx_tile
+"""
+AMD_AVX2 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC
+flags\t\t: fpu sse2 avx avx2 fma
+"""
+
+
+@pytest.mark.parametrize("text, isa, native", [(INTEL_AMX, ["avx2", "avx512f", "avx512_bf16", "amx_bf16"], True),
+                                               (AMD_AVX2, ["avx2"], False), ("", None, None)])
+def test_machine_record_reads_model_and_instruction_sets(monkeypatch, text, isa, native):
+    from minitorch_cifar import machine
+    monkeypatch.setattr(machine, "_cpuinfo", lambda: machine.parse_cpuinfo(text))
+    described = machine.describe()
+    assert described["isa"] == isa and machine.native_bf16() is native
+    assert described["cpu"] == (text.split("model name\t: ")[1].splitlines()[0] if text else described["cpu"]) and described["cpu"]
+
+
+@needs_mkl
+@pytest.mark.parametrize("cpuinfo, warns", [(AMD_AVX2, True), (INTEL_AMX, False)])
+def test_medium_on_a_cpu_without_bf16_arithmetic_warns_once(monkeypatch, recwarn, cpuinfo, warns):
+    from minitorch_cifar import machine
+    monkeypatch.setattr(machine, "_cpuinfo", lambda: machine.parse_cpuinfo(cpuinfo))
+    monkeypatch.setattr(backend._state, "warned_emulated_bf16", False)
+    mc.set_backend("numba")
+    try:
+        for _ in range(2):
+            mc.set_float32_matmul_precision("medium")
+            mc.set_float32_matmul_precision("highest")
+    finally:
+        mc.set_float32_matmul_precision("highest")
+        mc.set_backend("numpy")
+    emulated = [w for w in recwarn.list if "no bfloat16 arithmetic" in str(w.message)]
+    assert len(emulated) == (1 if warns else 0)
+    if warns:
+        assert "AMD EPYC" in str(emulated[0].message) and emulated[0].category is RuntimeWarning

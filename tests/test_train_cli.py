@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import minitorch_cifar as mc
+from minitorch_cifar import machine
 from minitorch_cifar.cli import main
 from minitorch_cifar.train import TrainConfig, train
 
@@ -27,6 +28,7 @@ def test_train_learns_evaluate_and_plot(tiny_folder, tmp_path, capsys):
     assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "images_per_s", "elapsed_seconds"} <= set(history[0])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["test_accuracy"] > 50  # chance is 10%
+    assert summary["machine"] == machine.describe() and summary["machine"]["cores"] >= 1
     assert "test accuracy" in capsys.readouterr().out
 
     assert main(["evaluate", str(out / "best.npz"), "--data", str(tiny_folder), "--out", str(tmp_path / "ev")]) == 0
@@ -89,6 +91,7 @@ def test_seeds_and_sweep(tiny_folder, tmp_path):
     assert main(["seeds", "--seeds", "0", "1", "--out", str(tmp_path / "seeds"), *common]) == 0
     s = json.loads((tmp_path / "seeds" / "seeds.json").read_text())
     assert len(s["test_accuracies"]) == 2 and s["min"] <= s["mean"] <= s["max"] and s["data"]
+    assert s["machines"] == [machine.describe()]  # both seeds ran here: one machine, listed once
     assert (tmp_path / "seeds" / "seeds.png").is_file() and (tmp_path / "seeds" / "seed1" / "summary.json").is_file()
     assert main(["sweep", "--grid", "lr=0.02,0.05", "--out", str(tmp_path / "sweep"), *common]) == 0
     sw = json.loads((tmp_path / "sweep" / "sweep.json").read_text())

@@ -1,0 +1,45 @@
+"""What a figure was measured on: the CPU's model, its cores and the instruction sets that decide its speed.
+
+This project's sessions have run on different 2-core machines (an Intel Xeon with AVX-512 and AMX, an AMD
+EPYC with AVX2 only), and a training step's time differs between them by 2-4x, more with bfloat16. So every
+timing the repo writes (training summaries, benchmark JSON) carries this record beside it.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import platform
+
+# the ones that matter here: AVX2/AVX-512 for float32 GEMMs and Numba's vectorised loops, the last two for
+# bfloat16 arithmetic in hardware (without them MKL's bfloat16 GEMM emulates it, slower than float32)
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+@functools.lru_cache(maxsize=None)
+def _cpuinfo() -> tuple[str | None, frozenset | None]:
+    """(model name, flags) from /proc/cpuinfo; (None, None) where there is none (not Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return parse_cpuinfo(f.read())
+    except OSError:
+        return None, None
+
+
+def parse_cpuinfo(text: str) -> tuple[str | None, frozenset | None]:
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = fields.get("flags")
+    return fields.get("model name"), frozenset(flags.split()) if flags is not None else None
+
+
+def describe() -> dict:
+    """{"cpu": model name, "cores": logical CPUs, "isa": the ISA_FLAGS it has} (isa None where unknown)."""
+    model, flags = _cpuinfo()
+    return dict(cpu=model or platform.processor() or platform.machine(), cores=os.cpu_count(),
+                isa=None if flags is None else [f for f in ISA_FLAGS if f in flags])
+
+
+def native_bf16() -> bool | None:
+    """Whether the CPU does bfloat16 arithmetic in hardware; None where it cannot be told."""
+    _, flags = _cpuinfo()
+    return None if flags is None else bool(flags & {"avx512_bf16", "amx_bf16"})
