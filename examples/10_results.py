@@ -138,6 +138,13 @@ EXPERIMENTS = {
 }
 
 
+def results_folder(experiment: str, run_dir: Path) -> Path:
+    """Where a run's small outputs go: docs/results/<experiment>/<run folder>/, or docs/results/<experiment>/
+    itself for a run folder named as the experiment (a seeds or sweep command that is the whole experiment)."""
+    folder = ROOT / "docs" / "results" / experiment
+    return folder if run_dir.name == experiment else folder / run_dir.name
+
+
 def copy_small(run_dir: Path, dest: Path):
     dest.mkdir(parents=True, exist_ok=True)
     for pattern in SMALL:
@@ -165,7 +172,7 @@ def main():
             print(f"$ minitorch-cifar {command}", flush=True)
             code = subprocess.call([sys.executable, "-m", "minitorch_cifar", *argv, "--no-progress"]
                                    if argv[0] in ("train", "seeds", "sweep") else [sys.executable, "-m", "minitorch_cifar", *argv], cwd=ROOT)
-            dest = ROOT / "docs" / "results" / name / out.name
+            dest = results_folder(name, out)
             copy_small(ROOT / out, dest)
             (dest / "command.txt").write_text(f"minitorch-cifar {command}\n")
             print(f"exit {code}; copied {out} -> {dest.relative_to(ROOT)}", flush=True)

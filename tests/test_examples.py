@@ -64,3 +64,17 @@ def test_11_torch_airbench_whitening_decorrelates_patches(torch):
         z = stem(images)[:, :12].permute(0, 2, 3, 1).reshape(-1, 12).double()  # minus the bias; half with each sign
         z = z - stem.bias[:12].double()
     assert torch.allclose(z.T @ z / len(z), torch.eye(12, dtype=torch.float64), atol=1e-3)
+
+
+def test_10_results_puts_each_run_in_its_own_folder():
+    import importlib.util
+    import shlex
+    spec = importlib.util.spec_from_file_location("results_10", EXAMPLES / "10_results.py")
+    results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(results)
+    docs = results.ROOT / "docs" / "results"
+    assert results.results_folder("deeper-e12", Path("runs/deeper-e12")) == docs / "deeper-e12"  # not deeper-e12/deeper-e12
+    assert results.results_folder("crossval", Path("runs/crossval-f64-simple")) == docs / "crossval" / "crossval-f64-simple"
+    for name, commands in results.EXPERIMENTS.items():
+        outs = [results.results_folder(name, Path(argv[argv.index("--out") + 1])) for argv in map(shlex.split, commands)]
+        assert len(set(outs)) == len(outs), name  # no run overwrites another's outputs
