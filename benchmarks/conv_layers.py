@@ -2,6 +2,8 @@
 
     python benchmarks/conv_layers.py --arch fast --batch 512     # writes benchmarks/results/conv_layers_fast.json
     python benchmarks/conv_layers.py --arch fast --batch 512 --bf16   # both on bfloat16 operands: ..._fast_bf16.json
+    python benchmarks/conv_layers.py --arch fast --batch 512 --blas   # + the kernels on the other float32 GEMM
+                                                                      # (MKL's or OpenBLAS's: conv.FLOAT_BLAS)
 
 For every Conv2d of the architecture (shapes taken from the model itself): the numba kernel as it runs
 (the row-shift path or im2col per image where they apply, see kernels/cpu/conv.py) and with im2col in
@@ -41,6 +43,9 @@ def main():
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--bf16", action="store_true", help="both frameworks' convolutions on bfloat16 operands "
                    "(minitorch: matmul precision medium; torch: oneDNN conv fp32_precision bf16)")
+    p.add_argument("--blas", action="store_true", help="add a column: the numba kernels calling the float32 GEMMs of the "
+                   "library conv.FLOAT_BLAS does not pick here (MKL or NumPy's OpenBLAS)")
+    p.add_argument("--out", default=None, help="the JSON to write (default: benchmarks/results/conv_layers_ARCH[_bf16].json)")
     args = p.parse_args()
     import numba
     import torch
@@ -65,11 +70,13 @@ def main():
 
     rng = np.random.default_rng(0)
     rows = []
-    paths = ("default", "unpacked", "im2col") if args.bf16 else ("default", "im2col")
-    not_packed = f"{'not packed':>16}" if args.bf16 else ""
+    chosen = K.float_blas()
+    other = "openblas" if chosen == "mkl" else "mkl"
+    paths = ("default", *(("unpacked",) if args.bf16 else ()), *(("other-blas",) if args.blas else ()), "im2col")
+    extra = (f"{'not packed':>16}" if args.bf16 else "") + (f"{'numba ' + other:>16}" if args.blas else "")
     print(f"{args.arch}, batch {args.batch}, {args.threads} threads{', bfloat16 operands' if args.bf16 else ''}; "
-          f"ms per call (forward / backward)")
-    print(f"{'layer':<22}{'numba (path)':>24}{not_packed}{'im2col forced':>16}{'torch':>16}{'sgemm':>9}{'torch':>9}  (GFLOP/s: NumPy's"
+          f"float32 GEMMs in the kernels: {chosen}; ms per call (forward / backward)")
+    print(f"{'layer':<22}{'numba (path)':>24}{extra}{'im2col forced':>16}{'torch':>16}{'sgemm':>9}{'torch':>9}  (GFLOP/s: NumPy's"
           f" GEMM on the layer's forward product; torch's forward conv)")
     for c, f, k, pad, stride, h, w in conv_shapes(args.arch, args.batch):
         x = rng.standard_normal((args.batch, c, h, w)).astype(np.float32)
@@ -80,15 +87,16 @@ def main():
         dout = rng.standard_normal(y.shape).astype(np.float32)
         ours = {}
         for path in paths:
-            old = K.ROW_SHIFT_MIN_CHANNELS, K.IMAGE_MIN_COLUMNS, K.PACK_BF16
+            old = K.ROW_SHIFT_MIN_CHANNELS, K.IMAGE_MIN_COLUMNS, K.PACK_BF16, K.FLOAT_BLAS
             if path == "im2col":
                 K.ROW_SHIFT_MIN_CHANNELS = K.IMAGE_MIN_COLUMNS = 1 << 30
             K.PACK_BF16 = path != "unpacked"  # bfloat16 GEMMs' shared operands packed once, or by each GEMM
+            K.FLOAT_BLAS = other if path == "other-blas" else chosen
             try:
                 ours[path] = (median_ms(lambda: K.conv2d_forward(x, wt, b, stride, pad)),
                               median_ms(lambda: K.conv2d_backward(dout, saved, wt, stride, pad, need_dx)))
             finally:
-                K.ROW_SHIFT_MIN_CHANNELS, K.IMAGE_MIN_COLUMNS, K.PACK_BF16 = old
+                K.ROW_SHIFT_MIN_CHANNELS, K.IMAGE_MIN_COLUMNS, K.PACK_BF16, K.FLOAT_BLAS = old
         xt = torch.from_numpy(x).requires_grad_(need_dx)
         wtt, bt, dt = torch.from_numpy(wt).requires_grad_(), torch.from_numpy(b).requires_grad_(), torch.from_numpy(dout)
 
@@ -115,12 +123,15 @@ def main():
               + f"{sgemm_gflops:>9.0f}{torch_gflops:>9.0f}")
         rows.append(dict(layer=name, path=used, numba_ms=ours["default"], im2col_forced_ms=ours["im2col"], torch_ms=theirs,
                          numpy_sgemm_gflops=sgemm_gflops, torch_forward_gflops=torch_gflops,
-                         **({"not_packed_ms": ours["unpacked"]} if args.bf16 else {})))
+                         **({"not_packed_ms": ours["unpacked"]} if args.bf16 else {}),
+                         **({f"numba_{other}_ms": ours["other-blas"]} if args.blas else {})))
     total = lambda key: sum(sum(r[key]) for r in rows)  # noqa: E731
     print(f"{'total (fwd+bwd)':<29}" + "".join(f"{total(key):>{16 if i else 15}.1f}" for i, key in enumerate(
-        ("numba_ms", *(("not_packed_ms",) if args.bf16 else ()), "im2col_forced_ms", "torch_ms"))))
-    out = Path(__file__).resolve().parent / "results" / f"conv_layers_{args.arch}{'_bf16' if args.bf16 else ''}.json"
-    out.write_text(json.dumps(dict(machine=machine.describe(), arch=args.arch, batch=args.batch, threads=args.threads, bf16=args.bf16, layers=rows), indent=2))
+        ("numba_ms", *(("not_packed_ms",) if args.bf16 else ()), *((f"numba_{other}_ms",) if args.blas else ()),
+         "im2col_forced_ms", "torch_ms"))))
+    out = Path(args.out or Path(__file__).resolve().parent / "results" / f"conv_layers_{args.arch}{'_bf16' if args.bf16 else ''}.json")
+    out.write_text(json.dumps(dict(machine=machine.describe(), arch=args.arch, batch=args.batch, threads=args.threads, bf16=args.bf16,
+                                   float_blas=chosen, layers=rows), indent=2))
     print(f"wrote {out}")
 
 

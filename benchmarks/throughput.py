@@ -272,10 +272,11 @@ def main():
             profile(args.profile, batch, args.profile_backend)
         return
     import torch
+    from minitorch_cifar.kernels.cpu import conv
     env = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     report = dict(machine=dict(**machine.describe(), threads=args.threads, python=platform.python_version(),
                                numpy=np.__version__, numba=numba.__version__,
-                               torch=torch.__version__, openblas_env=env),
+                               torch=torch.__version__, openblas_env=env, kernels_float_blas=conv.float_blas()),
                   date=time.strftime("%Y-%m-%d %H:%M"), results=[])
     lines = []
 
@@ -284,7 +285,8 @@ def main():
         lines.append(line)
     m = report["machine"]
     say(f"{m['cpu']}, {m['cores']} cores, {'/'.join(m['isa'] or ['ISA unknown'])}; "
-        f"threads {args.threads}; OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']} OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}  ({report['date']})")
+        f"threads {args.threads}; conv GEMMs (float32): {m['kernels_float_blas']}; "
+        f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE']} OPENBLAS_L2_SIZE={env['OPENBLAS_L2_SIZE']}  ({report['date']})")
     say("ratio: images/s over torch's, median of the repetitions' paired ratios [quartiles]")
     say(f"{'arch':<7}{'batch':>6}  {'framework':<21}{'train img/s':>12}{'ratio':>18}{'infer img/s':>12}{'ratio':>18}"
         f"{'peak MiB':>10}{'ratio':>7}")

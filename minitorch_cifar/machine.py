@@ -16,30 +16,35 @@ ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
 @functools.lru_cache(maxsize=None)
-def _cpuinfo() -> tuple[str | None, frozenset | None]:
-    """(model name, flags) from /proc/cpuinfo; (None, None) where there is none (not Linux)."""
+def _cpuinfo() -> tuple[str | None, frozenset | None, str | None]:
+    """(model name, flags, vendor) from /proc/cpuinfo; all None where there is none (not Linux)."""
     try:
         with open("/proc/cpuinfo") as f:
             return parse_cpuinfo(f.read())
     except OSError:
-        return None, None
+        return None, None, None
 
 
-def parse_cpuinfo(text: str) -> tuple[str | None, frozenset | None]:
+def parse_cpuinfo(text: str) -> tuple[str | None, frozenset | None, str | None]:
     fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
     fields = {k.strip(): v.strip() for k, v in fields.items()}
     flags = fields.get("flags")
-    return fields.get("model name"), frozenset(flags.split()) if flags is not None else None
+    return fields.get("model name"), frozenset(flags.split()) if flags is not None else None, fields.get("vendor_id")
+
+
+def vendor() -> str | None:
+    """The CPU's vendor string ("GenuineIntel", "AuthenticAMD", ...); None where it cannot be told."""
+    return _cpuinfo()[2]
 
 
 def describe() -> dict:
-    """{"cpu": model name, "cores": logical CPUs, "isa": the ISA_FLAGS it has} (isa None where unknown)."""
-    model, flags = _cpuinfo()
-    return dict(cpu=model or platform.processor() or platform.machine(), cores=os.cpu_count(),
+    """{"cpu": model name, "vendor", "cores": logical CPUs, "isa": the ISA_FLAGS it has} (vendor, isa None where unknown)."""
+    model, flags, vendor_id = _cpuinfo()
+    return dict(cpu=model or platform.processor() or platform.machine(), vendor=vendor_id, cores=os.cpu_count(),
                 isa=None if flags is None else [f for f in ISA_FLAGS if f in flags])
 
 
 def native_bf16() -> bool | None:
     """Whether the CPU does bfloat16 arithmetic in hardware; None where it cannot be told."""
-    _, flags = _cpuinfo()
+    _, flags, _ = _cpuinfo()
     return None if flags is None else bool(flags & {"avx512_bf16", "amx_bf16"})

@@ -171,13 +171,15 @@ flags\t\t: fpu sse2 avx avx2 fma
 """
 
 
-@pytest.mark.parametrize("text, isa, native", [(INTEL_AMX, ["avx2", "avx512f", "avx512_bf16", "amx_bf16"], True),
-                                               (AMD_AVX2, ["avx2"], False), ("", None, None)])
-def test_machine_record_reads_model_and_instruction_sets(monkeypatch, text, isa, native):
+@pytest.mark.parametrize("text, isa, native, vendor", [
+    (INTEL_AMX, ["avx2", "avx512f", "avx512_bf16", "amx_bf16"], True, "GenuineIntel"),
+    (AMD_AVX2, ["avx2"], False, "AuthenticAMD"), ("", None, None, None)])
+def test_machine_record_reads_model_and_instruction_sets(monkeypatch, text, isa, native, vendor):
     from minitorch_cifar import machine
     monkeypatch.setattr(machine, "_cpuinfo", lambda: machine.parse_cpuinfo(text))
     described = machine.describe()
     assert described["isa"] == isa and machine.native_bf16() is native
+    assert described["vendor"] == machine.vendor() == vendor
     assert described["cpu"] == (text.split("model name\t: ")[1].splitlines()[0] if text else described["cpu"]) and described["cpu"]
 
 

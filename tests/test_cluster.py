@@ -1,4 +1,4 @@
-"""Seeds and sweeps on a Dask cluster give the same summaries, bit for bit, as the serial runs."""
+"""Seeds and sweeps on a Dask cluster give the same summaries as the serial runs (float64: to the last bits)."""
 import dataclasses
 
 import pytest
@@ -24,12 +24,15 @@ def test_seeds_and_sweep_on_local_cluster_equal_serial(tiny_folder, tmp_path, mo
     for a, b in zip(serial_sweep["rows"], dask_sweep["rows"]):
         assert (a["test_accuracy"], a["best_val_accuracy"], a["final_train_accuracy"]) == \
                (b["test_accuracy"], b["best_val_accuracy"], b["final_train_accuracy"])
-    # the test losses are float64 sums over every prediction: equal only if every weight is
+    # the test losses are float64 sums over every prediction: equal to the last bits only if every weight is.
+    # The last bits themselves may differ: the serial runs use both cores, each worker one, and OpenBLAS's
+    # float64 GEMMs (the convolutions' on non-Intel CPUs, kernels/cpu/conv.py FLOAT_BLAS) rounded one seed's
+    # loss 4e-16 apart between the two set-ups on an AMD EPYC (MKL's agreed to the bit there)
     import json
     for name in ("seed0", "seed1"):
         s1 = json.loads((tmp_path / "s1" / name / "summary.json").read_text())
         s2 = json.loads((tmp_path / "s2" / name / "summary.json").read_text())
-        assert s1["test_loss"] == s2["test_loss"]
+        assert s1["test_loss"] == pytest.approx(s2["test_loss"], rel=1e-13, abs=0)
 
 
 def test_a_failing_run_is_reported_and_the_others_kept(tiny_folder, tmp_path, monkeypatch):

@@ -57,12 +57,13 @@ def test_chunked_convolution_equals_reference(g, f, bias, chunk_bytes):
 @settings(max_examples=30, deadline=None)
 @given(n=st.integers(1, 6), c=st.integers(1, 6), f=st.integers(1, 6), h=st.integers(1, 8), w=st.integers(1, 8),
        half=st.integers(0, 2), dtype=st.sampled_from([np.float32, np.float64]), group_columns=st.sampled_from([1, 40, 10_000]),
-       bias=st.booleans(), need_dx=st.booleans())
-@example(n=2, c=2, f=3, h=3, w=1, half=2, dtype=np.float64, group_columns=1, bias=True, need_dx=True)  # shifts wider than a row
-@example(n=3, c=2, f=2, h=2, w=2, half=2, dtype=np.float32, group_columns=40, bias=False, need_dx=True)
-def test_row_shift_convolution_equals_reference(n, c, f, h, w, half, dtype, group_columns, bias, need_dx):
+       bias=st.booleans(), need_dx=st.booleans(), blas=st.sampled_from(["mkl", "openblas"]))
+@example(n=2, c=2, f=3, h=3, w=1, half=2, dtype=np.float64, group_columns=1, bias=True, need_dx=True, blas="mkl")  # shifts wider than a row
+@example(n=3, c=2, f=2, h=2, w=2, half=2, dtype=np.float32, group_columns=40, bias=False, need_dx=True, blas="openblas")
+def test_row_shift_convolution_equals_reference(n, c, f, h, w, half, dtype, group_columns, bias, need_dx, blas):
     """Stride 1, kernel 2*half+1, padding half: the row-shift path (kw shifted copies, kh GEMMs from inside
-    the Numba loop, dx folded back from the copies' gradient), one image per group or several."""
+    the Numba loop, dx folded back from the copies' gradient), one image per group or several, the float
+    GEMMs from MKL or from NumPy's OpenBLAS."""
     if not cpu.bf16.available():
         pytest.skip(f"the row-shift path needs MKL: {cpu.bf16.why_unavailable()}")
     k = 2 * half + 1
@@ -70,6 +71,7 @@ def test_row_shift_convolution_equals_reference(n, c, f, h, w, half, dtype, grou
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cpu.conv, "ROW_SHIFT_MIN_CHANNELS", 1)
         mp.setattr(cpu.conv, "GROUP_COLUMNS", group_columns)
+        mp.setattr(cpu.conv, "FLOAT_BLAS", blas)
         assert cpu.conv._row_shift_applies(x, k, k, 1, half)
         y, saved = cpu.conv.conv2d_forward(x, wt, b, 1, half)
         dout = _x(y.shape, dtype, 3)
@@ -84,8 +86,8 @@ def test_row_shift_convolution_equals_reference(n, c, f, h, w, half, dtype, grou
 
 
 @settings(max_examples=30, deadline=None)
-@given(g=geometry(), f=st.integers(1, 5), bias=st.booleans(), need_dx=st.booleans())
-def test_per_image_im2col_convolution_equals_reference(g, f, bias, need_dx):
+@given(g=geometry(), f=st.integers(1, 5), bias=st.booleans(), need_dx=st.booleans(), blas=st.sampled_from(["mkl", "openblas"]))
+def test_per_image_im2col_convolution_equals_reference(g, f, bias, need_dx, blas):
     """Any stride, padding and kernel: columns built one image at a time in a thread's scratch, the GEMMs
     called from inside the Numba loop writing out[n] and reading dout[n] in place, dx by per-image col2im."""
     if not cpu.bf16.available():
@@ -95,6 +97,7 @@ def test_per_image_im2col_convolution_equals_reference(g, f, bias, need_dx):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cpu.conv, "IMAGE_MIN_COLUMNS", 1)
         mp.setattr(cpu.conv, "ROW_SHIFT_MIN_CHANNELS", 1 << 30)  # not the row-shift path
+        mp.setattr(cpu.conv, "FLOAT_BLAS", blas)
         y, saved = cpu.conv.conv2d_forward(x, wt, b, s, p)
         assert cpu.conv._image_im2col_applies(*y.shape[2:])
         dout = _x(y.shape, dtype, 3)
@@ -106,6 +109,33 @@ def test_per_image_im2col_convolution_equals_reference(g, f, bias, need_dx):
     for ours, ref in ((y, ry), (dx, rdx), (dw, rdw), (db, rdb)):
         if ref is not None:
             np.testing.assert_allclose(ours, ref, rtol=tol, atol=tol * 10)
+
+
+@pytest.mark.parametrize("vendor, picked", [("GenuineIntel", "mkl"), ("AuthenticAMD", "openblas"), (None, "mkl")])
+def test_float_gemms_are_mkls_on_intel_and_openblas_elsewhere(monkeypatch, vendor, picked):
+    if not cpu.blas.openblas_available():
+        pytest.skip("NumPy's OpenBLAS not found (a NumPy built on another BLAS)")
+    monkeypatch.setattr(cpu.conv.machine, "vendor", lambda: vendor)
+    assert cpu.conv.float_blas() == picked
+    monkeypatch.setattr(cpu.conv, "FLOAT_BLAS", "mkl")
+    assert cpu.conv.float_blas() == "mkl"
+    monkeypatch.setattr(cpu.conv, "FLOAT_BLAS", "atlas")
+    with pytest.raises(ValueError, match="FLOAT_BLAS must be"):
+        cpu.conv.float_blas()
+
+
+def test_openblas_is_one_threaded_only_while_the_kernels_call_it():
+    if not (cpu.blas.openblas_available() and cpu.bf16.available()):
+        pytest.skip("needs NumPy's OpenBLAS and MKL")
+    from threadpoolctl import threadpool_limits
+    threads = cpu.blas._openblas_functions()["get_threads"]
+    with threadpool_limits(2, user_api="blas"), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cpu.conv, "FLOAT_BLAS", "openblas")
+        before = threads()
+        with cpu.conv._gemms() as gemms:
+            during = threads()
+        after = threads()
+    assert during == 1 and after == before and gemms[1] is cpu.blas.nopython_gemms()[0]
 
 
 def test_without_mkl_every_convolution_takes_im2col(monkeypatch):

@@ -7,13 +7,15 @@ Same layouts as the reference in minitorch_cifar/nn/conv.py: col is (C*kh*kw, N*
 r = (c*kh + i)*kw + j, column n*OH*OW + oh*OW + ow. Padding is never materialised: an index that falls
 outside the image reads (or drops) a zero.
 """
+import contextlib
+
 import numba
 import numpy as np
 from numba import njit, prange
 
-from minitorch_cifar import backend
+from minitorch_cifar import backend, machine
 
-from . import bf16
+from . import bf16, blas
 from .norm import channel_sums
 
 OPTS = dict(parallel=True, cache=True, error_model="numpy", fastmath=False)
@@ -186,7 +188,8 @@ def _zero_and_col2im(col, dx, kh, kw, stride, padding, OH, OW):
 # when an image alone gives the GEMMs enough columns (then out[n] and dout[n] are already the (F, H*W)
 # matrices the GEMMs write and read: no reorder at all), several small images otherwise.
 # The GEMMs are MKL's (bfloat16, float32, float64), called from inside the Numba loop through a ctypes
-# pointer (bf16.nopython_gemms); without MKL this path is off and im2col does everything.
+# pointer (bf16.nopython_gemms; the float32 ones may be OpenBLAS's: FLOAT_BLAS below); without MKL this
+# path is off and im2col does everything.
 # Below 8 input channels the GEMMs' inner dimension kw*C is too short (RGB input): im2col there.
 # Per layer, beside im2col and torch: python benchmarks/conv_layers.py --arch fast --batch 512 [--bf16].
 ROW_SHIFT_MIN_CHANNELS = 8
@@ -293,15 +296,42 @@ def _images_to_rows(dout, y, p):
 
 @njit(inline="always")
 def _gemm(gemms, itemsize, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc):
-    """Row-major c = op(a) @ op(b) + beta*c on addresses; the operands' item size picks MKL's bfloat16,
-    float32 or float64 GEMM from gemms (bf16.nopython_gemms(), passed in so that Numba can cache the
-    kernels: the functions' addresses change from process to process)."""
+    """Row-major c = op(a) @ op(b) + beta*c on addresses; the operands' item size picks the bfloat16,
+    float32 or float64 GEMM from gemms (_gemms(), passed in so that Numba can cache the kernels: the
+    functions' addresses change from process to process)."""
     if itemsize == 2:
         gemms[0](101, trans_a, trans_b, m, n, k, np.float32(1), a, lda, b, ldb, np.float32(beta), c, ldc)
     elif itemsize == 4:
         gemms[1](101, trans_a, trans_b, m, n, k, np.float32(1), a, lda, b, ldb, np.float32(beta), c, ldc)
     else:
         gemms[2](101, trans_a, trans_b, m, n, k, 1.0, a, lda, b, ldb, beta, c, ldc)
+
+
+# Whose float32/float64 GEMMs the loops call: "mkl", "openblas" (NumPy's own), or "auto": MKL on Intel CPUs,
+# OpenBLAS on the others. Single-threaded, at this file's GEMM shapes, OpenBLAS was 2-11% faster than MKL
+# on an AMD EPYC (Zen 3, AVX2) and MKL the one measured fast on the Intel Xeon (AVX-512, AMX) of the earlier
+# sessions: python benchmarks/conv_layers.py --blas times the layers with both. bfloat16 is always MKL's.
+FLOAT_BLAS = "auto"
+
+
+def float_blas():
+    """The library FLOAT_BLAS picks on this machine."""
+    if FLOAT_BLAS == "auto":
+        return "mkl" if machine.vendor() in ("GenuineIntel", None) or not blas.openblas_available() else "openblas"
+    if FLOAT_BLAS not in ("mkl", "openblas"):
+        raise ValueError(f"conv.FLOAT_BLAS must be 'auto', 'mkl' or 'openblas', not {FLOAT_BLAS!r}")
+    return FLOAT_BLAS
+
+
+@contextlib.contextmanager
+def _gemms():
+    """The (bfloat16, float32, float64) GEMMs for a kernel call; OpenBLAS's are held at one thread meanwhile."""
+    mkl = bf16.nopython_gemms()
+    if float_blas() == "mkl":
+        yield mkl
+        return
+    with blas.one_thread():
+        yield (mkl[0], *blas.nopython_gemms())
 
 
 @njit(inline="always")
@@ -441,8 +471,9 @@ def _row_shift_forward(xg, weight, bias, padding, out_dtype):
     b = _bias_or_empty(bias, out_dtype)
     G, xs, y = _group_scratch(xg, F, kw, padding, out_dtype)
     w_rows = _like(_rows_of(weight), xg)
-    _row_shift_forward_kernel(xg, w_rows, _packed_rows(w_rows, False, y.shape[2]), b, out, xs, y, G, padding,
-                              bf16.nopython_gemms(), bf16.nopython_packed())
+    with _gemms() as gemms:
+        _row_shift_forward_kernel(xg, w_rows, _packed_rows(w_rows, False, y.shape[2]), b, out, xs, y, G, padding,
+                                  gemms, bf16.nopython_packed())
     return out
 
 
@@ -457,8 +488,9 @@ def _row_shift_backward(dout, xg, weight, padding, need_dx):
     w_rows, T, M = _like(_rows_of(weight), xg), xs.shape[0], g.shape[2]
     wt_packed = _packed_rows(w_rows, True, M) if need_dx else np.empty((kh, 0), np.uint8)
     g_packed = _packed("g_packed", T, F, kw * C, M, xg.dtype)
-    _row_shift_backward_kernel(xg, _like(dout, xg), w_rows, wt_packed, dx, dw_all, xs, g, dxs, g_packed, G, padding,
-                               need_dx, bf16.nopython_gemms(), bf16.nopython_packed())
+    with _gemms() as gemms:
+        _row_shift_backward_kernel(xg, _like(dout, xg), w_rows, wt_packed, dx, dw_all, xs, g, dxs, g_packed, G, padding,
+                                   need_dx, gemms, bf16.nopython_packed())
     dw = dw_all.sum(axis=0).reshape(kh, F, kw, C).transpose(1, 3, 0, 2)  # [i, f, j*C + c] -> [f, c, i, j]
     return (dx if need_dx else None), np.ascontiguousarray(dw)
 
@@ -519,8 +551,9 @@ def _image_im2col_forward(xg, weight, bias, stride, padding, OH, OW, out_dtype):
     out = np.empty((xg.shape[0], F, OH * OW), out_dtype)
     b = _bias_or_empty(bias, out_dtype)
     col = _workspace("col", (numba.get_num_threads(), C * kh * kw, OH * OW), xg.dtype)
-    _image_im2col_forward_kernel(xg, _like(weight.reshape(F, -1), xg), b, out, col, kh, kw, stride, padding, OH, OW,
-                                 bf16.nopython_gemms())
+    with _gemms() as gemms:
+        _image_im2col_forward_kernel(xg, _like(weight.reshape(F, -1), xg), b, out, col, kh, kw, stride, padding, OH, OW,
+                                     gemms)
     return out.reshape(xg.shape[0], F, OH, OW)
 
 
@@ -533,8 +566,9 @@ def _image_im2col_backward(dout, xg, weight, stride, padding, need_dx):
     dx = np.empty(xg.shape if need_dx else (0, *xg.shape[1:]), dtype)
     dcol = _workspace("dcol", (T, K, OH * OW), dtype) if need_dx else np.empty((T, 0, 0), dtype)
     doutg = _like(np.ascontiguousarray(dout).reshape(N, F, OH * OW), xg)
-    _image_im2col_backward_kernel(xg, doutg, _like(weight.reshape(F, K), xg), dx, dw_all, col, dcol, kh, kw, stride,
-                                  padding, OH, OW, need_dx, bf16.nopython_gemms())
+    with _gemms() as gemms:
+        _image_im2col_backward_kernel(xg, doutg, _like(weight.reshape(F, K), xg), dx, dw_all, col, dcol, kh, kw, stride,
+                                      padding, OH, OW, need_dx, gemms)
     return (dx if need_dx else None), dw_all.sum(axis=0).reshape(weight.shape)
 
 
