@@ -309,8 +309,9 @@ def _gemm(gemms, itemsize, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, l
 
 # Whose float32/float64 GEMMs the loops call: "mkl", "openblas" (NumPy's own), or "auto": MKL on Intel CPUs,
 # OpenBLAS on the others. Single-threaded, at this file's GEMM shapes, OpenBLAS was 2-11% faster than MKL
-# on an AMD EPYC (Zen 3, AVX2) and MKL the one measured fast on the Intel Xeon (AVX-512, AMX) of the earlier
-# sessions: python benchmarks/conv_layers.py --blas times the layers with both. bfloat16 is always MKL's.
+# on an AMD EPYC (Zen 3, AVX2); on the Intel Xeon (AVX-512, AMX) of the earlier sessions MKL ran near its
+# peak and OpenBLAS was not compared. python benchmarks/conv_layers.py --blas times the layers with both.
+# bfloat16 is always MKL's.
 FLOAT_BLAS = "auto"
 
 
