@@ -132,6 +132,8 @@ def test_openblas_is_one_threaded_only_while_the_kernels_call_it():
     with threadpool_limits(2, user_api="blas"), pytest.MonkeyPatch.context() as mp:
         mp.setattr(cpu.conv, "FLOAT_BLAS", "openblas")
         before = threads()
+        if before == 1:
+            pytest.skip("OpenBLAS runs one thread here already: nothing for the kernels to hold down")
         with cpu.conv._gemms() as gemms:
             during = threads()
         after = threads()
