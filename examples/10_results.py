@@ -119,6 +119,12 @@ EXPERIMENTS = {
                    f"--momentum 0.9 --nesterov --weight-decay 5e-4 --schedule onecycle --warmup 0.2 --label-smoothing 0.2 "
                    f"--augment crop,altflip --padding 2 --pad-mode reflect --tta 2 --val-size 0 --sync-bn "
                    f"--out runs/deeper-e12"],
+    # the same recipe for 30 epochs (the one change: deeper-e12 underfit). About 3.7 h of training on the AMD
+    # EPYC, so a run spans two sessions: rerunning this command continues seed 0 from its checkpoint
+    "deeper-e30": [f"seeds --seeds 0 --ranks 2 --data {DATA} --model deeper --epochs 30 --batch-size 512 --lr 0.4 "
+                   f"--momentum 0.9 --nesterov --weight-decay 5e-4 --schedule onecycle --warmup 0.2 --label-smoothing 0.2 "
+                   f"--augment crop,altflip --padding 2 --pad-mode reflect --tta 2 --val-size 0 --sync-bn "
+                   f"--out runs/deeper-e30"],
     "architectures": [f"sweep --grid model=simple,deeper,resnet,fast --data {DATA} --epochs 2 --train-subset 10000 "
                       f"--batch-size 128 --lr 0.05 --augment crop,flip --out runs/architectures"],
     "activations": [f"sweep --grid activation=relu,leaky_relu,elu,gelu,tanh --data {DATA} --model simple --bn --epochs 3 "

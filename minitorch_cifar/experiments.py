@@ -45,8 +45,25 @@ def finished_summary(config_dict: dict):
     if not path.is_file():
         return None
     summary = json.loads(path.read_text())
-    recipe = lambda c: {k: v for k, v in c.items() if k not in _NOT_RECIPE}  # noqa: E731
-    return summary if recipe(as_current_config(summary.get("config", {}))) == recipe(config_dict) else None
+    return summary if _recipe(as_current_config(summary.get("config", {}))) == _recipe(config_dict) else None
+
+
+def stopped_part_way(config_dict: dict) -> bool:
+    """Whether the run's folder holds a checkpoint of exactly this recipe with no summary (killed, or out of
+    session time): seeds and sweeps then continue it from there instead of starting it over."""
+    path = Path(config_dict["out"]) / "checkpoint.npz"
+    if not path.is_file():
+        return False
+    try:
+        with np.load(path) as z:
+            saved = json.loads(str(z["meta"]))["config"]
+    except (OSError, ValueError, KeyError):
+        return False  # unreadable (e.g. cut off mid-write by an old version): start over, as before
+    return _recipe(as_current_config(saved)) == _recipe(config_dict)
+
+
+def _recipe(config_dict: dict) -> dict:
+    return {k: v for k, v in config_dict.items() if k not in _NOT_RECIPE}
 
 
 def run_one(config_dict: dict, threads: int = 0, progress: bool = False, ranks: int = 1) -> dict:
@@ -59,16 +76,23 @@ def run_one(config_dict: dict, threads: int = 0, progress: bool = False, ranks: 
     if done is not None:
         print(f"{config_dict['out']}: finished before ({done['test_accuracy']:.2f}%), reused")
         return done
+    resume = stopped_part_way(config_dict)
+    if resume:
+        print(f"{config_dict['out']}: stopped part-way before, continuing from its checkpoint")
     if ranks > 1:
-        return _run_mpi(config_dict, ranks, progress)
+        return _run_mpi(config_dict, ranks, progress, resume)
     if threads:
         _pin_threads(threads)
     from minitorch_cifar.train import train
     config = TrainConfig(**config_dict)
-    return train(config, progress=progress, log=print if progress else (lambda *a: None))
+    summary = train(config, progress=progress, resume=resume, log=print if progress else (lambda *a: None))
+    if resume and summary is not None:
+        summary["resumed"] = True
+        _write(Path(config.out) / "summary.json", summary)
+    return summary
 
 
-def _run_mpi(config_dict: dict, ranks: int, progress: bool) -> dict:
+def _run_mpi(config_dict: dict, ranks: int, progress: bool, resume: bool = False) -> dict:
     mpiexec = shutil.which("mpiexec")
     if mpiexec is None:
         raise RuntimeError('--ranks needs mpiexec on PATH: pip install -e ".[mpi]"')
@@ -79,13 +103,23 @@ def _run_mpi(config_dict: dict, ranks: int, progress: bool) -> dict:
     env = {**os.environ, **ONE_CORE_PER_RANK}
     started = time.time()
     argv = [mpiexec, "-n", str(ranks), "-bind-to", "core", sys.executable, "-m", "minitorch_cifar", "train", "--config-json", str(request)]
-    code = subprocess.call(argv + ([] if progress else ["--no-progress"]), env=env)
+    code = subprocess.call(argv + ([] if progress else ["--no-progress"]) + (["--resume"] if resume else []), env=env)
     if code != 0 or not (out / "summary.json").is_file():
         raise RuntimeError(f"mpiexec -n {ranks} training exited with code {code}")
     summary = json.loads((out / "summary.json").read_text())
-    summary["end_to_end_seconds"] = time.time() - started  # process start, imports and data loading included
+    if resume:  # this launch ran only the rest of it; train_seconds still counts every epoch
+        summary["resumed"] = True
+    else:
+        summary["end_to_end_seconds"] = time.time() - started  # process start, imports and data loading included
     _write(out / "summary.json", summary)
     return summary
+
+
+def run_minutes(summary: dict) -> float:
+    """A run's time: end to end where it ran in one go, else (resumed) the sum of its epochs' training time."""
+    if "end_to_end_seconds" in summary:
+        return summary["end_to_end_seconds"] / 60
+    return summary["train_seconds" if summary.get("resumed") else "wall_seconds"] / 60
 
 
 class _Serial(cf.Executor):
@@ -164,7 +198,7 @@ def _seed_summary(config, seeds, results, failed, ranks):
         test_accuracies=accs, seeds=[s for s, _ in done],
         mean=float(np.mean(accs)) if accs else None, std=float(np.std(accs)) if accs else None,
         min=float(np.min(accs)) if accs else None, max=float(np.max(accs)) if accs else None,
-        minutes_per_run=float(np.mean([r.get("end_to_end_seconds", r["wall_seconds"]) for _, r in done]) / 60) if done else None,
+        minutes_per_run=float(np.mean([run_minutes(r) for _, r in done])) if done else None,
         ranks=ranks, recipe=recipe, data=done[0][1]["data"] if done else None, failed=failed,
         # seeds can accumulate over sessions, and sessions have run on different CPUs: say which ran them
         machines=list({r["machine"]["cpu"]: r["machine"] for _, r in done if r.get("machine")}.values()))
@@ -211,7 +245,7 @@ def run_sweep(config: TrainConfig, grid: dict, jobs=1, scheduler=None, progress=
     for p, n, r in zip(points, names, results):
         if r is not None:
             rows.append(dict(**p, name=n, test_accuracy=r["test_accuracy"], best_val_accuracy=r["best_val_accuracy"],
-                             final_train_accuracy=r["final_train_accuracy"], minutes=r["wall_seconds"] / 60))
+                             final_train_accuracy=r["final_train_accuracy"], minutes=run_minutes(r)))
     header = list(grid) + ["test acc (%)", "best val acc (%)", "train acc (%)", "minutes"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:

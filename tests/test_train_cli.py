@@ -1,4 +1,5 @@
 """End to end on a tiny image folder written here: train, evaluate, plot, seeds, sweep, resume, NaN, bad options."""
+import dataclasses
 import json
 
 import numpy as np
@@ -104,6 +105,27 @@ def test_seeds_and_sweep(tiny_folder, tmp_path):
     assert "failed: lr=1000000.0: TrainingDiverged" in (tmp_path / "diverges" / "sweep.md").read_text()
     # options that default to None ("the model's") are read as their type, "none" as None
     assert mc.experiments.parse_grid(["dropout=0,0.5", "bn_momentum=0.4,none"]) == {"dropout": [0.0, 0.5], "bn_momentum": [0.4, None]}
+
+
+def test_seeds_continue_a_run_stopped_part_way(tiny_folder, tmp_path, capsys):
+    """A seed killed mid-run (here: stopped at step 3) is continued from its checkpoint by rerunning the same
+    seeds command, and ends where an uninterrupted run ends; a checkpoint of another recipe is not continued."""
+    common = ["--data", str(tiny_folder), "--epochs", "2", "--seeds", "0", *FAST]
+    assert main(["seeds", "--out", str(tmp_path / "a"), *common]) == 0
+    config = json.loads((tmp_path / "a" / "seed0" / "config.json").read_text())
+    part = TrainConfig(**{**config, "out": str(tmp_path / "b" / "seed0")})
+    assert train(part, progress=False, on_step=lambda epoch, b: epoch == 0 and b == 3, log=lambda *a: None) is None
+    assert mc.experiments.stopped_part_way(dataclasses.asdict(part))
+    assert not mc.experiments.stopped_part_way({**dataclasses.asdict(part), "lr": 0.1})
+    capsys.readouterr()
+    assert main(["seeds", "--out", str(tmp_path / "b"), *common]) == 0
+    assert "continuing from its checkpoint" in capsys.readouterr().out
+    a, b = _weights(tmp_path / "a" / "seed0" / "checkpoint.npz"), _weights(tmp_path / "b" / "seed0" / "checkpoint.npz")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    summary = json.loads((tmp_path / "b" / "seed0" / "summary.json").read_text())
+    assert summary["resumed"] and mc.experiments.run_minutes(summary) == summary["train_seconds"] / 60
+    sa, sb = (json.loads((tmp_path / d / "seeds.json").read_text()) for d in "ab")
+    assert sa["test_accuracies"] == sb["test_accuracies"]
 
 
 def test_resume_equals_uninterrupted_with_recipe_tricks(tiny_folder, tmp_path):
