@@ -53,7 +53,7 @@ def test_distributed_cli_run(tiny_folder, tmp_path):
     assert result.stdout.count("epoch 1/2") == 1  # only rank 0 logs
 
 
-def test_seeds_over_mpi_ranks_then_reused(tiny_folder, tmp_path, monkeypatch, capsys):
+def test_seeds_over_mpi_ranks_then_reused(tiny_folder, tmp_path, monkeypatch, capfd):
     """`seeds --ranks 2`: each seed trains as a 2-rank mpiexec job; run again, finished seeds are reused,
     a changed recipe is not."""
     from minitorch_cifar import experiments
@@ -72,10 +72,10 @@ def test_seeds_over_mpi_ranks_then_reused(tiny_folder, tmp_path, monkeypatch, ca
     test = load_cifar10(str(tiny_folder)).test
     loss, acc, _ = evaluate(model, test.images, test.labels, meta["mean"], meta["std"], tta=1)
     assert acc == pytest.approx(summary0["test_accuracy"], abs=1e-9) and loss == pytest.approx(summary0["test_loss"], rel=1e-5)
-    capsys.readouterr()
+    capfd.readouterr()
     again = experiments.run_seeds(config, [0, 1], progress=False, ranks=2)
     assert again["test_accuracies"] == first["test_accuracies"]
-    assert capsys.readouterr().out.count("reused") == 2
+    assert capfd.readouterr().out.count("reused") == 2
     seed0 = dataclasses.asdict(dataclasses.replace(config, seed=0, out=str(tmp_path / "seeds" / "seed0")))
     assert experiments.finished_summary({**seed0, "lr": 0.5}) is None
     # a run written before a TrainConfig field existed is the recipe with that field at its default
@@ -83,3 +83,12 @@ def test_seeds_over_mpi_ranks_then_reused(tiny_folder, tmp_path, monkeypatch, ca
     (tmp_path / "seeds" / "seed0" / "summary.json").write_text(json.dumps(summary0))
     assert experiments.finished_summary(seed0) is not None
     assert experiments.finished_summary({**seed0, "whiten_bias_epochs": 3}) is None
+    # a seed whose summary is missing (killed after its last checkpoint) is continued under mpiexec with --resume
+    (tmp_path / "seeds" / "seed1" / "summary.json").unlink()
+    capfd.readouterr()
+    third = experiments.run_seeds(config, [0, 1], progress=False, ranks=2)
+    assert third["test_accuracies"] == first["test_accuracies"]
+    printed = capfd.readouterr().out  # mpiexec's ranks print straight to the file descriptor
+    assert "continuing from its checkpoint" in printed and "resuming" in printed
+    summary1 = json.loads((tmp_path / "seeds" / "seed1" / "summary.json").read_text())
+    assert summary1["resumed"] and "end_to_end_seconds" not in summary1
