@@ -49,7 +49,7 @@ def finished_summary(config_dict: dict):
 
 
 def stopped_part_way(config_dict: dict) -> bool:
-    """Whether the run's folder holds a checkpoint of exactly this recipe with no summary (killed, or out of
+    """Whether the run's folder holds a checkpoint of exactly this recipe not yet finished (killed, or out of
     session time): seeds and sweeps then continue it from there instead of starting it over."""
     path = Path(config_dict["out"]) / "checkpoint.npz"
     if not path.is_file():
