@@ -27,6 +27,11 @@ FAST = (f"train --data {DATA} --model fast --epochs {{epochs}} --batch-size 1024
         f"--weight-decay 0.00133 --decay-bias-bn --bias-lr-scale 64 --schedule airbench --warmup 0.23 "
         f"--label-smoothing 0.2 --augment crop,altflip --padding 2 --pad-mode reflect --tta 2 --lookahead --dirac-init --val-size 0")
 
+# the `deeper` recipe: the issue's baseline at batch 512 (lr 0.4) with alternating flips, TTA level 2, sync BN
+DEEPER = (f"--data {DATA} --model deeper --epochs {{epochs}} --batch-size 512 --lr 0.4 --momentum 0.9 --nesterov "
+          f"--weight-decay 5e-4 --schedule onecycle --warmup 0.2 --label-smoothing 0.2 --augment crop,altflip --padding 2 "
+          f"--pad-mode reflect --tta 2 --val-size 0 --sync-bn")
+
 EXPERIMENTS = {
     "simple": [f"train --data {DATA} --model simple --epochs 15 --batch-size 128 --lr 0.05 --augment crop,flip --out runs/simple-15ep"],
     # experiment 5's baseline half: `simple` over 5 seeds at a 5-epoch budget (all 50,000 images)
@@ -115,16 +120,10 @@ EXPERIMENTS = {
     # the `deeper` target (>= 90%, no time limit): the VGG-style network with the issue's PyTorch baseline
     # recipe at batch 512 (lr 0.4, onecycle, label smoothing) plus alternating flips, TTA level 2, sync BN.
     # Seed 0: 86.81% (AMD EPYC, 89 min of training; 87.5% train accuracy at the end: too few epochs)
-    "deeper-e12": [f"seeds --seeds 0 1 --ranks 2 --data {DATA} --model deeper --epochs 12 --batch-size 512 --lr 0.4 "
-                   f"--momentum 0.9 --nesterov --weight-decay 5e-4 --schedule onecycle --warmup 0.2 --label-smoothing 0.2 "
-                   f"--augment crop,altflip --padding 2 --pad-mode reflect --tta 2 --val-size 0 --sync-bn "
-                   f"--out runs/deeper-e12"],
+    "deeper-e12": [f"seeds --seeds 0 1 --ranks 2 {DEEPER.format(epochs=12)} --out runs/deeper-e12"],
     # the same recipe for 30 epochs (the one change: deeper-e12 underfit). About 3.7 h of training on the AMD
     # EPYC, so a run spans two sessions: rerunning this command continues seed 0 from its checkpoint
-    "deeper-e30": [f"seeds --seeds 0 --ranks 2 --data {DATA} --model deeper --epochs 30 --batch-size 512 --lr 0.4 "
-                   f"--momentum 0.9 --nesterov --weight-decay 5e-4 --schedule onecycle --warmup 0.2 --label-smoothing 0.2 "
-                   f"--augment crop,altflip --padding 2 --pad-mode reflect --tta 2 --val-size 0 --sync-bn "
-                   f"--out runs/deeper-e30"],
+    "deeper-e30": [f"seeds --seeds 0 --ranks 2 {DEEPER.format(epochs=30)} --out runs/deeper-e30"],
     "architectures": [f"sweep --grid model=simple,deeper,resnet,fast --data {DATA} --epochs 2 --train-subset 10000 "
                       f"--batch-size 128 --lr 0.05 --augment crop,flip --out runs/architectures"],
     "activations": [f"sweep --grid activation=relu,leaky_relu,elu,gelu,tanh --data {DATA} --model simple --bn --epochs 3 "
