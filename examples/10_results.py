@@ -123,7 +123,10 @@ EXPERIMENTS = {
     "deeper-e12": [f"seeds --seeds 0 1 --ranks 2 {DEEPER.format(epochs=12)} --out runs/deeper-e12"],
     # the same recipe for 30 epochs (the one change: deeper-e12 underfit): seed 0 gave 90.17% in 228 min of
     # training on the AMD EPYC, over two sessions (rerunning this command continues a seed from its checkpoint)
-    "deeper-e30": [f"seeds --seeds 0 --ranks 2 {DEEPER.format(epochs=30)} --out runs/deeper-e30"],
+    # The evaluations give the same weights' test accuracy without TTA, with mirroring, and with mirror and shifts.
+    "deeper-e30": [f"seeds --seeds 0 --ranks 2 {DEEPER.format(epochs=30)} --out runs/deeper-e30",
+                   *(f"evaluate runs/deeper-e30/seed0/checkpoint.npz --data {DATA} --tta {level} "
+                     f"--out runs/deeper-e30/evaluate-tta{level}" for level in (0, 1, 2))],
     # two of `fast`'s tricks on deeper-e12's recipe, the network unchanged: lookahead (an EMA of the weights) and
     # Dirac init (each 3x3 conv starts as partly the identity); paired with deeper-e12's seed 0 (86.81%)
     "deeper-e12-tricks": [f"seeds --seeds 0 1 --ranks 2 {DEEPER.format(epochs=12)} --lookahead --dirac-init "

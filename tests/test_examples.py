@@ -75,6 +75,9 @@ def test_10_results_puts_each_run_in_its_own_folder():
     docs = results.ROOT / "docs" / "results"
     assert results.results_folder("deeper-e12", Path("runs/deeper-e12")) == docs / "deeper-e12"  # not deeper-e12/deeper-e12
     assert results.results_folder("crossval", Path("runs/crossval-f64-simple")) == docs / "crossval" / "crossval-f64-simple"
+    from minitorch_cifar.cli import build_parser
     for name, commands in results.EXPERIMENTS.items():
         outs = [results.results_folder(name, Path(argv[argv.index("--out") + 1])) for argv in map(shlex.split, commands)]
         assert len(set(outs)) == len(outs), name  # no run overwrites another's outputs
+        for command in commands:
+            build_parser().parse_args(shlex.split(command))  # a typo'd option exits here, not hours into a queue
