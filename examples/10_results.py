@@ -1,6 +1,7 @@
 """Reproduce the results in docs/results/: each experiment is a list of `minitorch-cifar` commands; their
 run folders go to runs/, and the small outputs (JSON, CSV, PNG; never checkpoints) are copied into
-docs/results/<experiment>/ as each run finishes, so a long queue commits result by result.
+docs/results/<experiment>/ as each run finishes, so a long queue commits result by result; on a fresh checkout
+the finished runs committed there are put back into runs/ first, so seeds and sweeps reuse them.
 
     python examples/10_results.py --list
     python examples/10_results.py simple crossval fast      # run these experiments in order
@@ -167,6 +168,22 @@ def copy_small(run_dir: Path, dest: Path):
             shutil.copy2(f, target)
 
 
+def restore_finished(dest: Path, run_dir: Path):
+    """Put the committed outputs of each finished run (a folder with summary.json) under dest back into
+    run_dir where it lacks them: a fresh checkout has no runs/, and seeds and sweeps reuse a finished run
+    only from its run folder. Without this, a 5-seed result could not accumulate over sessions on new
+    checkouts. Checkpoints are never committed, so a run stopped part-way still starts over."""
+    for summary in dest.rglob("summary.json"):
+        folder = run_dir / summary.parent.relative_to(dest)
+        if (folder / "summary.json").exists():
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        for f in summary.parent.iterdir():
+            if f.is_file():
+                shutil.copy2(f, folder / f.name)
+        print(f"restored {folder} from {summary.parent}", flush=True)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("experiments", nargs="*")
@@ -183,9 +200,11 @@ def main():
             argv = shlex.split(command)
             out = Path(argv[argv.index("--out") + 1])
             print(f"$ minitorch-cifar {command}", flush=True)
+            dest = results_folder(name, out)
+            if argv[0] in ("seeds", "sweep"):
+                restore_finished(dest, ROOT / out)
             code = subprocess.call([sys.executable, "-m", "minitorch_cifar", *argv, "--no-progress"]
                                    if argv[0] in ("train", "seeds", "sweep") else [sys.executable, "-m", "minitorch_cifar", *argv], cwd=ROOT)
-            dest = results_folder(name, out)
             copy_small(ROOT / out, dest)
             (dest / "command.txt").write_text(f"minitorch-cifar {command}\n")
             print(f"exit {code}; copied {out} -> {dest.relative_to(ROOT)}", flush=True)

@@ -81,3 +81,32 @@ def test_10_results_puts_each_run_in_its_own_folder():
         assert len(set(outs)) == len(outs), name  # no run overwrites another's outputs
         for command in commands:
             build_parser().parse_args(shlex.split(command))  # a typo'd option exits here, not hours into a queue
+
+
+def test_10_results_restores_committed_runs_so_seeds_accumulate_on_a_new_checkout(tiny_folder, tmp_path, monkeypatch, capfd):
+    """A fresh checkout has only docs/results: a finished seed restored from there is reused, not retrained."""
+    import importlib.util
+    import shutil
+    from minitorch_cifar import experiments
+    from minitorch_cifar.train import TrainConfig
+    spec = importlib.util.spec_from_file_location("results_10", EXAMPLES / "10_results.py")
+    results = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(results)
+    monkeypatch.setenv("MINITORCH_CIFAR_DATA", str(tmp_path / "cache"))
+    runs, docs = tmp_path / "runs" / "exp", tmp_path / "docs" / "exp"
+    config = TrainConfig(data=str(tiny_folder), model="simple", width=0.25, epochs=1, batch_size=50, val_size=0,
+                         tta=0, out=str(runs))
+    experiments.run_seeds(config, [0], progress=False)
+    results.copy_small(runs, docs)
+    assert not list(docs.rglob("*.npz"))  # checkpoints stay out of docs/results
+    shutil.rmtree(runs)
+    results.restore_finished(docs, runs)
+    committed = (docs / "seed0" / "summary.json").read_text()
+    capfd.readouterr()
+    again = experiments.run_seeds(config, [0, 1], progress=False)
+    assert capfd.readouterr().out.count("reused") == 1  # seed 0 from the restored summary; seed 1 trained
+    assert (runs / "seed0" / "summary.json").read_text() == committed and again["seeds"] == [0, 1]
+    results.copy_small(runs, docs)
+    (runs / "seed1" / "summary.json").write_text("changed")
+    results.restore_finished(docs, runs)  # never overwrites what a run folder already has
+    assert (runs / "seed1" / "summary.json").read_text() == "changed"
