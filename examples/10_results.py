@@ -132,6 +132,8 @@ EXPERIMENTS = {
     # Dirac init (each 3x3 conv starts as partly the identity); paired with deeper-e12's seed 0 (86.81%)
     "deeper-e12-tricks": [f"seeds --seeds 0 1 --ranks 2 {DEEPER.format(epochs=12)} --lookahead --dirac-init "
                           f"--out runs/deeper-e12-tricks"],
+    # one of the two alone, to tell which slows deeper-e12-tricks' first epochs (lookahead's pull is weak early)
+    "deeper-e12-dirac": [f"seeds --seeds 0 1 --ranks 2 {DEEPER.format(epochs=12)} --dirac-init --out runs/deeper-e12-dirac"],
     "architectures": [f"sweep --grid model=simple,deeper,resnet,fast --data {DATA} --epochs 2 --train-subset 10000 "
                       f"--batch-size 128 --lr 0.05 --augment crop,flip --out runs/architectures"],
     "activations": [f"sweep --grid activation=relu,leaky_relu,elu,gelu,tanh --data {DATA} --model simple --bn --epochs 3 "

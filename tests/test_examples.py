@@ -66,12 +66,18 @@ def test_11_torch_airbench_whitening_decorrelates_patches(torch):
     assert torch.allclose(z.T @ z / len(z), torch.eye(12, dtype=torch.float64), atol=1e-3)
 
 
-def test_10_results_puts_each_run_in_its_own_folder():
+def results_script():
+    """examples/10_results.py as a module (it is a script, not part of the package)."""
     import importlib.util
-    import shlex
     spec = importlib.util.spec_from_file_location("results_10", EXAMPLES / "10_results.py")
     results = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(results)
+    return results
+
+
+def test_10_results_puts_each_run_in_its_own_folder():
+    import shlex
+    results = results_script()
     docs = results.ROOT / "docs" / "results"
     assert results.results_folder("deeper-e12", Path("runs/deeper-e12")) == docs / "deeper-e12"  # not deeper-e12/deeper-e12
     assert results.results_folder("crossval", Path("runs/crossval-f64-simple")) == docs / "crossval" / "crossval-f64-simple"
@@ -85,13 +91,10 @@ def test_10_results_puts_each_run_in_its_own_folder():
 
 def test_10_results_restores_committed_runs_so_seeds_accumulate_on_a_new_checkout(tiny_folder, tmp_path, monkeypatch, capfd):
     """A fresh checkout has only docs/results: a finished seed restored from there is reused, not retrained."""
-    import importlib.util
     import shutil
     from minitorch_cifar import experiments
     from minitorch_cifar.train import TrainConfig
-    spec = importlib.util.spec_from_file_location("results_10", EXAMPLES / "10_results.py")
-    results = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(results)
+    results = results_script()
     monkeypatch.setenv("MINITORCH_CIFAR_DATA", str(tmp_path / "cache"))
     runs, docs = tmp_path / "runs" / "exp", tmp_path / "docs" / "exp"
     config = TrainConfig(data=str(tiny_folder), model="simple", width=0.25, epochs=1, batch_size=50, val_size=0,
