@@ -11,7 +11,7 @@ import os
 import platform
 
 # the ones that matter here: AVX2/AVX-512 for float32 GEMMs and Numba's vectorised loops, the last two for
-# bfloat16 arithmetic in hardware (without them MKL's bfloat16 GEMM emulates it, slower than float32)
+# bfloat16 arithmetic in hardware (only with AMX was MKL's bfloat16 GEMM measured faster than float32 here)
 ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
@@ -44,7 +44,9 @@ def describe() -> dict:
                 isa=None if flags is None else [f for f in ISA_FLAGS if f in flags])
 
 
-def native_bf16() -> bool | None:
-    """Whether the CPU does bfloat16 arithmetic in hardware; None where it cannot be told."""
+def amx_bf16() -> bool | None:
+    """Whether the CPU has AMX's bfloat16 tile multiply; None where it cannot be told. It, not AVX512_BF16,
+    is what made `--matmul-precision medium` pay: on a Zen 4 EPYC with AVX512_BF16 and no AMX the bfloat16
+    `fast` step ran at 0.80x the float32 one (benchmarks/results/throughput_zen4_bf16.json)."""
     _, flags, _ = _cpuinfo()
-    return None if flags is None else bool(flags & {"avx512_bf16", "amx_bf16"})
+    return None if flags is None else "amx_bf16" in flags

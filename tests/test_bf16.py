@@ -164,6 +164,11 @@ vendor_id\t: GenuineIntel
 model name\t: INTEL(R) XEON(R) PLATINUM 8581C CPU @ 2.30GHz
 flags\t\t: fpu sse2 avx avx2 avx512f avx512bw avx512_bf16 amx_bf16 amx_tile
 """
+AMD_ZEN4 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC
+flags\t\t: fpu sse2 avx avx2 fma avx512f avx512bw avx512_bf16
+"""
 AMD_AVX2 = """processor\t: 0
 vendor_id\t: AuthenticAMD
 model name\t: AMD EPYC
@@ -171,24 +176,25 @@ flags\t\t: fpu sse2 avx avx2 fma
 """
 
 
-@pytest.mark.parametrize("text, isa, native, vendor", [
+@pytest.mark.parametrize("text, isa, amx, vendor", [
     (INTEL_AMX, ["avx2", "avx512f", "avx512_bf16", "amx_bf16"], True, "GenuineIntel"),
+    (AMD_ZEN4, ["avx2", "avx512f", "avx512_bf16"], False, "AuthenticAMD"),
     (AMD_AVX2, ["avx2"], False, "AuthenticAMD"), ("", None, None, None)])
-def test_machine_record_reads_model_and_instruction_sets(monkeypatch, text, isa, native, vendor):
+def test_machine_record_reads_model_and_instruction_sets(monkeypatch, text, isa, amx, vendor):
     from minitorch_cifar import machine
     monkeypatch.setattr(machine, "_cpuinfo", lambda: machine.parse_cpuinfo(text))
     described = machine.describe()
-    assert described["isa"] == isa and machine.native_bf16() is native
+    assert described["isa"] == isa and machine.amx_bf16() is amx
     assert described["vendor"] == machine.vendor() == vendor
     assert described["cpu"] == (text.split("model name\t: ")[1].splitlines()[0] if text else described["cpu"]) and described["cpu"]
 
 
 @needs_mkl
-@pytest.mark.parametrize("cpuinfo, warns", [(AMD_AVX2, True), (INTEL_AMX, False)])
-def test_medium_on_a_cpu_without_bf16_arithmetic_warns_once(monkeypatch, recwarn, cpuinfo, warns):
+@pytest.mark.parametrize("cpuinfo, warns", [(AMD_AVX2, True), (AMD_ZEN4, True), (INTEL_AMX, False)])
+def test_medium_on_a_cpu_without_amx_warns_once(monkeypatch, recwarn, cpuinfo, warns):
     from minitorch_cifar import machine
     monkeypatch.setattr(machine, "_cpuinfo", lambda: machine.parse_cpuinfo(cpuinfo))
-    monkeypatch.setattr(backend._state, "warned_emulated_bf16", False)
+    monkeypatch.setattr(backend._state, "warned_slow_bf16", False)
     mc.set_backend("numba")
     try:
         for _ in range(2):
@@ -197,7 +203,7 @@ def test_medium_on_a_cpu_without_bf16_arithmetic_warns_once(monkeypatch, recwarn
     finally:
         mc.set_float32_matmul_precision("highest")
         mc.set_backend("numpy")
-    emulated = [w for w in recwarn.list if "no bfloat16 arithmetic" in str(w.message)]
-    assert len(emulated) == (1 if warns else 0)
+    slow = [w for w in recwarn.list if "has no AMX" in str(w.message)]
+    assert len(slow) == (1 if warns else 0)
     if warns:
-        assert "AMD EPYC" in str(emulated[0].message) and emulated[0].category is RuntimeWarning
+        assert "AMD EPYC" in str(slow[0].message) and slow[0].category is RuntimeWarning
