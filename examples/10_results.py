@@ -62,6 +62,14 @@ EXPERIMENTS = {
     # airbench's own BN momentum (0.4 of each batch) and whitening bias frozen after 3 epochs, against fast8-seeds
     "fast8-airbench-bn": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {FAST.format(epochs=8)[len('train '):]} --bn-momentum 0.4 "
                           f"--whiten-bias-epochs 3 --out runs/fast8-airbench-bn"],
+    # airbench's tricks taken out of fast8-seeds one at a time (seed 0 first; add seeds to --seeds to extend):
+    # the Dirac init, lookahead, and alternating flips (replaced by random flips)
+    "fast8-no-dirac": [f"seeds --seeds 0 --ranks 2 {FAST.format(epochs=8)[len('train '):].replace(' --dirac-init', '')} "
+                       f"--out runs/fast8-no-dirac"],
+    "fast8-no-lookahead": [f"seeds --seeds 0 --ranks 2 {FAST.format(epochs=8)[len('train '):].replace(' --lookahead', '')} "
+                           f"--out runs/fast8-no-lookahead"],
+    "fast8-flip": [f"seeds --seeds 0 --ranks 2 {FAST.format(epochs=8)[len('train '):].replace('crop,altflip', 'crop,flip')} "
+                   f"--out runs/fast8-flip"],
     # the same recipe with the convolutions' GEMMs on bfloat16 operands (Intel MKL's AMX GEMM), 8 epochs: same accuracy, less time?
     "fast8-bf16": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {FAST.format(epochs=8)[len('train '):]} --matmul-precision medium "
                    f"--out runs/fast8-bf16"],
