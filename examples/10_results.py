@@ -70,10 +70,10 @@ EXPERIMENTS = {
                            f"--out runs/fast8-no-lookahead"],
     "fast8-flip": [f"seeds --seeds 0 --ranks 2 {FAST.format(epochs=8)[len('train '):].replace('crop,altflip', 'crop,flip')} "
                    f"--out runs/fast8-flip"],
-    # test-time augmentation's share: the three ablations' checkpoints without TTA and with mirroring only (their
+    # test-time augmentation's share: the three ablations' final weights (best.npz) without TTA and with mirroring only (their
     # summaries hold level 2). Needs those checkpoints in this checkout's runs/: run the three experiments first
     # (on a fresh checkout they are reused from their committed summaries, so delete runs/fast8-*/seed0 first)
-    "fast8-ablation-tta": [f"evaluate runs/{run}/seed0/checkpoint.npz --data {DATA} --tta {level} --out runs/fast8-ablation-tta/{run}-tta{level}"
+    "fast8-ablation-tta": [f"evaluate runs/{run}/seed0/best.npz --data {DATA} --tta {level} --out runs/fast8-ablation-tta/{run}-tta{level}"
                            for run in ("fast8-no-dirac", "fast8-no-lookahead", "fast8-flip") for level in (0, 1)],
     # the same recipe with the convolutions' GEMMs on bfloat16 operands (Intel MKL's AMX GEMM), 8 epochs: same accuracy, less time?
     "fast8-bf16": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {FAST.format(epochs=8)[len('train '):]} --matmul-precision medium "

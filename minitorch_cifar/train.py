@@ -450,6 +450,8 @@ def _train(config, data, progress, resume, on_step, log, comm):
 
     if lookahead is not None:
         lookahead.finish()
+        if root:  # the weights tested below are now the EMA: checkpoint.npz must hold them, for `evaluate`
+            save_checkpoint(out / "checkpoint.npz", model, optimizer, checkpoint_meta(), ema_arrays())
     if root and not len(val_split):  # no validation: the last model is the best we know
         save_checkpoint(out / "best.npz", model, optimizer, checkpoint_meta())
     test = data.test

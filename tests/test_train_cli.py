@@ -141,6 +141,17 @@ def test_resume_equals_uninterrupted_with_recipe_tricks(tiny_folder, tmp_path):
     assert a["test_loss"] == b["test_loss"] and a["test_accuracy"] == b["test_accuracy"]
 
 
+def test_checkpoint_of_a_finished_lookahead_run_holds_the_tested_weights(tiny_folder, tmp_path):
+    """Lookahead ends by setting the weights to its EMA; checkpoint.npz, which `evaluate` reads, must be saved after."""
+    data = mc.data.load_cifar10(tiny_folder)
+    cfg = TrainConfig(model="fast", width=0.125, batch_size=50, epochs=2, val_size=0, augment="crop", padding=2,
+                      lookahead=True, seed=2, out=str(tmp_path / "run"))
+    train(cfg, data=data, progress=False, log=lambda *a: None)
+    last, _, _ = mc.train.load_checkpoint(tmp_path / "run" / "checkpoint.npz")
+    tested, _, _ = mc.train.load_checkpoint(tmp_path / "run" / "best.npz")  # saved after the EMA step (no val split)
+    assert last.keys() == tested.keys() and all(np.array_equal(last[k], tested[k]) for k in last)
+
+
 def test_whitening_bias_freezes_after_its_epochs_and_bn_momentum_reaches_the_layers(tiny_folder, tmp_path):
     data = mc.data.load_cifar10(tiny_folder)
     base = dict(model="fast", width=0.125, batch_size=50, epochs=2, val_size=50, augment="crop", padding=2, seed=1)
