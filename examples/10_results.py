@@ -28,6 +28,11 @@ FAST = (f"train --data {DATA} --model fast --epochs {{epochs}} --batch-size 1024
         f"--weight-decay 0.00133 --decay-bias-bn --bias-lr-scale 64 --schedule airbench --warmup 0.23 "
         f"--label-smoothing 0.2 --augment crop,altflip --padding 2 --pad-mode reflect --tta 2 --lookahead --dirac-init --val-size 0")
 
+
+def fast_options(epochs):
+    """FAST's options without the `train` subcommand, for `seeds`."""
+    return FAST.format(epochs=epochs)[len("train "):]
+
 # the `deeper` recipe: the issue's baseline at batch 512 (lr 0.4) with alternating flips, TTA level 2, sync BN
 DEEPER = (f"--data {DATA} --model deeper --epochs {{epochs}} --batch-size 512 --lr 0.4 --momentum 0.9 --nesterov "
           f"--weight-decay 5e-4 --schedule onecycle --warmup 0.2 --label-smoothing 0.2 --augment crop,altflip --padding 2 "
@@ -55,20 +60,20 @@ EXPERIMENTS = {
         + ["crossval-summary 'runs/crossval-f32-im2col-seed*' --out runs/crossval-f32-im2col-summary"],
     "fast-baseline": [f"{BASELINE} --seed 0 --out runs/fast-baseline-seed0"],
     "fast": [f"{FAST.format(epochs=10)} --seed 0 --out runs/fast-10ep-seed0"],
-    "fast-seeds": [f"seeds --seeds 0 1 2 3 4 {FAST.format(epochs=10)[len('train '):]} --out runs/fast-seeds"],
+    "fast-seeds": [f"seeds --seeds 0 1 2 3 4 {fast_options(10)} --out runs/fast-seeds"],
     # the main recipe within the 30-minute budget: 8 epochs, two single-threaded MPI ranks (1.2x one
     # two-threaded process here); seeds already finished in runs/fast8-seeds are reused
-    "fast8-seeds": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {FAST.format(epochs=8)[len('train '):]} --out runs/fast8-seeds"],
+    "fast8-seeds": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {fast_options(8)} --out runs/fast8-seeds"],
     # airbench's own BN momentum (0.4 of each batch) and whitening bias frozen after 3 epochs, against fast8-seeds
-    "fast8-airbench-bn": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {FAST.format(epochs=8)[len('train '):]} --bn-momentum 0.4 "
+    "fast8-airbench-bn": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {fast_options(8)} --bn-momentum 0.4 "
                           f"--whiten-bias-epochs 3 --out runs/fast8-airbench-bn"],
     # airbench's tricks taken out of fast8-seeds one at a time (seed 0 first; add seeds to --seeds to extend):
     # the Dirac init, lookahead, and alternating flips (replaced by random flips)
-    "fast8-no-dirac": [f"seeds --seeds 0 --ranks 2 {FAST.format(epochs=8)[len('train '):].replace(' --dirac-init', '')} "
+    "fast8-no-dirac": [f"seeds --seeds 0 --ranks 2 {fast_options(8).replace(' --dirac-init', '')} "
                        f"--out runs/fast8-no-dirac"],
-    "fast8-no-lookahead": [f"seeds --seeds 0 --ranks 2 {FAST.format(epochs=8)[len('train '):].replace(' --lookahead', '')} "
+    "fast8-no-lookahead": [f"seeds --seeds 0 --ranks 2 {fast_options(8).replace(' --lookahead', '')} "
                            f"--out runs/fast8-no-lookahead"],
-    "fast8-flip": [f"seeds --seeds 0 --ranks 2 {FAST.format(epochs=8)[len('train '):].replace('crop,altflip', 'crop,flip')} "
+    "fast8-flip": [f"seeds --seeds 0 --ranks 2 {fast_options(8).replace('crop,altflip', 'crop,flip')} "
                    f"--out runs/fast8-flip"],
     # test-time augmentation's share: the three ablations' final weights (best.npz) without TTA and with mirroring only (their
     # summaries hold level 2). Needs those checkpoints in this checkout's runs/: run the three experiments first
@@ -76,51 +81,51 @@ EXPERIMENTS = {
     "fast8-ablation-tta": [f"evaluate runs/{run}/seed0/best.npz --data {DATA} --tta {level} --out runs/fast8-ablation-tta/{run}-tta{level}"
                            for run in ("fast8-no-dirac", "fast8-no-lookahead", "fast8-flip") for level in (0, 1)],
     # the same recipe with the convolutions' GEMMs on bfloat16 operands (Intel MKL's AMX GEMM), 8 epochs: same accuracy, less time?
-    "fast8-bf16": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {FAST.format(epochs=8)[len('train '):]} --matmul-precision medium "
+    "fast8-bf16": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {fast_options(8)} --matmul-precision medium "
                    f"--out runs/fast8-bf16"],
     # the 30-minute recipe since bfloat16 GEMMs: airbench's BN momentum and whitening-bias freeze (the frozen stem
     # then lets the first 3x3 conv skip its input gradient) and 11 epochs in the time 8 took in float32
-    "fast11-bf16-seeds": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {FAST.format(epochs=11)[len('train '):]} --matmul-precision medium "
+    "fast11-bf16-seeds": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {fast_options(11)} --matmul-precision medium "
                           f"--bn-momentum 0.4 --whiten-bias-epochs 3 --out runs/fast11-bf16-seeds"],
     # one epoch more than fast11-bf16-seeds: seed 0 gave 90.76% (90.84% at 11 epochs), 27.9 min; seeds 1-4 not run
-    "fast12-bf16-seeds": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {FAST.format(epochs=12)[len('train '):]} --matmul-precision medium "
+    "fast12-bf16-seeds": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {fast_options(12)} --matmul-precision medium "
                           f"--bn-momentum 0.4 --whiten-bias-epochs 3 --out runs/fast12-bf16-seeds"],
     # batch 512 instead of 1024 (twice the steps; lr 0.75 is airbench's same lr per example, weight decay unchanged)
     "fast11-bf16-b512": [f"seeds --seeds 0 1 2 3 4 --ranks 2 "
-                         f"{FAST.format(epochs=11)[len('train '):].replace('--batch-size 1024 --lr 1.5', '--batch-size 512 --lr 0.75')} "
+                         f"{fast_options(11).replace('--batch-size 1024 --lr 1.5', '--batch-size 512 --lr 0.75')} "
                          f"--matmul-precision medium --bn-momentum 0.4 --whiten-bias-epochs 3 --out runs/fast11-bf16-b512"],
     # batch norm over the whole 1024-image batch (statistics reduced over both ranks), as airbench on one GPU:
     # 90.77, 90.58, 91.00, 91.02, 91.23 (mean 90.92%; per rank 90.81%) in 17.7-22.2 min a run with the Numba
     # sync BN (seed 0 first ran with the NumPy one: 91.02% in 32.6 min, kept as seed0-numpy-syncbn)
-    "fast11-bf16-syncbn": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {FAST.format(epochs=11)[len('train '):]} --matmul-precision medium "
+    "fast11-bf16-syncbn": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {fast_options(11)} --matmul-precision medium "
                            f"--bn-momentum 0.4 --whiten-bias-epochs 3 --sync-bn --out runs/fast11-bf16-syncbn"],
     # a wider network (the groups' channel counts x1.25: about 1.5x the convolution work) for one epoch less: seed 0 gave
     # 91.00% (width 1, 11 epochs: 90.84%) in 23.5 min
-    "fast10-bf16-w125": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {FAST.format(epochs=10)[len('train '):]} --width 1.25 "
+    "fast10-bf16-w125": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {fast_options(10)} --width 1.25 "
                          f"--matmul-precision medium --bn-momentum 0.4 --whiten-bias-epochs 3 --out runs/fast10-bf16-w125"],
     # both: the wider network with batch norm synchronised over the two ranks: seeds 0-1 gave 90.92, 90.78 in 25-27 min
-    "fast10-bf16-w125-syncbn": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {FAST.format(epochs=10)[len('train '):]} --width 1.25 "
+    "fast10-bf16-w125-syncbn": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {fast_options(10)} --width 1.25 "
                                 f"--matmul-precision medium --bn-momentum 0.4 --whiten-bias-epochs 3 --sync-bn "
                                 f"--out runs/fast10-bf16-w125-syncbn"],
     # the five-seed 90.92% of fast11-bf16-syncbn took 19.3 min a run: two more epochs in the budget; seed 0 gave
     # 90.80% (11 epochs: 90.77%) in 25.4 min, seeds 1-4 not run
-    "fast13-bf16-syncbn": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {FAST.format(epochs=13)[len('train '):]} --matmul-precision medium "
+    "fast13-bf16-syncbn": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {fast_options(13)} --matmul-precision medium "
                            f"--bn-momentum 0.4 --whiten-bias-epochs 3 --sync-bn --out runs/fast13-bf16-syncbn"],
     # with the packed bfloat16 GEMMs the step is faster (session 9), so the 30-minute budget holds the wider
     # network (width 1.25, sync BN) for 11 epochs (the 10-epoch version gave 90.92, 90.78 in 25-27 min):
     # 91.35, 91.10, 91.25, 91.09, 91.37, mean 91.23% in 25.4 min a run; the main recipe since (docs/results/seeds.json)
-    "fast11-bf16-w125-syncbn": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {FAST.format(epochs=11)[len('train '):]} --width 1.25 "
+    "fast11-bf16-w125-syncbn": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {fast_options(11)} --width 1.25 "
                                 f"--matmul-precision medium --bn-momentum 0.4 --whiten-bias-epochs 3 --sync-bn "
                                 f"--out runs/fast11-bf16-w125-syncbn"],
     # the 2-hour target (experiment: best accuracy with any recipe of at most 2 hours a run): airbench95's shape
     # of change over airbench94 (wider groups, more epochs; here width 1.5 = 96/384/384 and 18 epochs), the
     # rest of the 30-minute recipe unchanged
-    "long-w15-e18": [f"seeds --seeds 0 1 --ranks 2 {FAST.format(epochs=18)[len('train '):]} --width 1.5 "
+    "long-w15-e18": [f"seeds --seeds 0 1 --ranks 2 {fast_options(18)} --width 1.5 "
                      f"--matmul-precision medium --bn-momentum 0.4 --whiten-bias-epochs 3 --sync-bn --out runs/long-w15-e18"],
     # the next step towards 93%: airbench96's augmentation (12-pixel cutout, 4-pixel translations) on the wider
     # network for 24 epochs: 92.21, 92.20 (mean 92.21%; long-w15-e18: 92.02%) in 67.1 and 63.1 min
     "long-w15-e24-cutout": [f"seeds --seeds 0 1 --ranks 2 "
-                            f"{FAST.format(epochs=24)[len('train '):].replace('--augment crop,altflip --padding 2', '--augment crop,altflip,cutout --padding 4 --cutout-size 12')} "
+                            f"{fast_options(24).replace('--augment crop,altflip --padding 2', '--augment crop,altflip,cutout --padding 4 --cutout-size 12')} "
                             f"--width 1.5 --matmul-precision medium --bn-momentum 0.4 --whiten-bias-epochs 3 --sync-bn "
                             f"--out runs/long-w15-e24-cutout"],
     # width 2 (groups of 128/512/512, airbench95's first group) with the cutout augmentation, 20 epochs so that
@@ -128,7 +133,7 @@ EXPERIMENTS = {
     # Not run yet: the one session that launched it had an AVX2-only AMD EPYC, where it had not finished one
     # epoch in 16 minutes (the Intel Xeon with AMX is the machine its estimate and the budget are for)
     "long-w2-e20-cutout": [f"seeds --seeds 0 1 --ranks 2 "
-                           f"{FAST.format(epochs=20)[len('train '):].replace('--augment crop,altflip --padding 2', '--augment crop,altflip,cutout --padding 4 --cutout-size 12')} "
+                           f"{fast_options(20).replace('--augment crop,altflip --padding 2', '--augment crop,altflip,cutout --padding 4 --cutout-size 12')} "
                            f"--width 2 --matmul-precision medium --bn-momentum 0.4 --whiten-bias-epochs 3 --sync-bn "
                            f"--out runs/long-w2-e20-cutout"],
     # the `deeper` target (>= 90%, no time limit): the VGG-style network with the issue's PyTorch baseline

@@ -117,9 +117,7 @@ def _require_bf16_gemm():
     if not bf16.available():
         raise RuntimeError(f"matmul precision 'medium' on the numba backend needs a bfloat16 GEMM: {bf16.why_unavailable()}")
     if machine.amx_bf16() is False and not _state.warned_slow_bf16:
-        # it runs and gives the same numbers, but without AMX the bfloat16 `fast` step was slower than the
-        # float32 one, on an AVX2-only EPYC (throughput_zen3.json) and on a Zen 4 with AVX512_BF16
-        # (throughput_zen4_bf16.json): the opposite of why one asks for it
+        # it runs and gives the same numbers, only slower (machine.amx_bf16 says where that was measured)
         _state.warned_slow_bf16 = True
         warnings.warn(f"matmul precision 'medium': this CPU ({machine.describe()['cpu']}) has no AMX, and without it "
                       "MKL's bfloat16 GEMM was measured slower than float32 (AMD EPYC Zen 3 and Zen 4); "
