@@ -67,14 +67,17 @@ EXPERIMENTS = {
     # airbench's own BN momentum (0.4 of each batch) and whitening bias frozen after 3 epochs, against fast8-seeds
     "fast8-airbench-bn": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {fast_options(8)} --bn-momentum 0.4 "
                           f"--whiten-bias-epochs 3 --out runs/fast8-airbench-bn"],
-    # airbench's tricks taken out of fast8-seeds one at a time (seed 0 first; add seeds to --seeds to extend):
-    # the Dirac init, lookahead, and alternating flips (replaced by random flips)
-    "fast8-no-dirac": [f"seeds --seeds 0 --ranks 2 {fast_options(8).replace(' --dirac-init', '')} "
+    # airbench's tricks taken out of fast8-seeds one at a time (add seeds to --seeds to extend; finished ones are
+    # reused): the Dirac init, lookahead, alternating flips (replaced by random flips), BN biases at 64x the lr, BN scales frozen
+    "fast8-no-dirac": [f"seeds --seeds 0 1 --ranks 2 {fast_options(8).replace(' --dirac-init', '')} "
                        f"--out runs/fast8-no-dirac"],
-    "fast8-no-lookahead": [f"seeds --seeds 0 --ranks 2 {fast_options(8).replace(' --lookahead', '')} "
+    "fast8-no-lookahead": [f"seeds --seeds 0 1 --ranks 2 {fast_options(8).replace(' --lookahead', '')} "
                            f"--out runs/fast8-no-lookahead"],
-    "fast8-flip": [f"seeds --seeds 0 --ranks 2 {fast_options(8).replace('crop,altflip', 'crop,flip')} "
+    "fast8-flip": [f"seeds --seeds 0 1 --ranks 2 {fast_options(8).replace('crop,altflip', 'crop,flip')} "
                    f"--out runs/fast8-flip"],
+    "fast8-bias-lr1": [f"seeds --seeds 0 --ranks 2 {fast_options(8).replace(' --bias-lr-scale 64', '')} "
+                       f"--out runs/fast8-bias-lr1"],
+    "fast8-bn-scales": [f"seeds --seeds 0 --ranks 2 {fast_options(8)} --train-bn-scales --out runs/fast8-bn-scales"],
     # test-time augmentation's share: the three ablations' final weights (best.npz) without TTA and with mirroring only (their
     # summaries hold level 2). Needs those checkpoints in this checkout's runs/: run the three experiments first
     # (on a fresh checkout they are reused from their committed summaries, so delete runs/fast8-*/seed0 first)

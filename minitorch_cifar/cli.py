@@ -25,7 +25,7 @@ def add_train_options(p):
     _bool_flag(p, "nesterov", d.nesterov, "Nesterov momentum")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     _bool_flag(p, "decay-bias-bn", d.decay_bias_bn, "weight decay on biases and batch-norm parameters too (default: off)")
-    p.add_argument("--bias-lr-scale", type=float, default=d.bias_lr_scale, help="lr multiplier for batch-norm parameters")
+    p.add_argument("--bias-lr-scale", type=float, default=d.bias_lr_scale, help="lr multiplier for batch-norm biases")
     p.add_argument("--schedule", default=d.schedule, help="constant, step, cosine, onecycle (linear warmup then linear decay), warmup_linear, airbench")
     p.add_argument("--warmup", type=float, default=d.warmup, help="fraction of steps of linear warmup")
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
@@ -52,6 +52,7 @@ def add_train_options(p):
                    help="share of each batch in batch norm's running statistics, as in PyTorch (default: the model's)")
     p.add_argument("--whiten-bias-epochs", type=int, default=d.whiten_bias_epochs,
                    help="fast: freeze the whitening stem's bias after this many epochs (airbench: 3; default 0: never)")
+    _bool_flag(p, "train-bn-scales", d.train_bn_scales, "fast: train the batch-norm scales (default: frozen at 1, as airbench)")
     p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
     p.add_argument("--train-subset", type=int, default=d.train_subset, help="train on only the first N images (quick checks)")
     p.add_argument("--out", default=d.out, help="run folder")

@@ -63,6 +63,10 @@ class SGD:
         }
 
     def load_state_dict(self, state):
+        sizes, saved = [len(g["params"]) for g in self.param_groups], [len(vs) for vs in state["velocity"]]
+        if sizes != saved:
+            raise ValueError(f"optimizer state for parameter groups of sizes {saved}, this optimizer's are {sizes} "
+                             "(saved by a version that grouped the parameters otherwise?)")
         for g, lr in zip(self.param_groups, state["lr"]):
             g["lr"] = lr
         self.velocity = [[None if v is None else backend.asarray(v) for v in vs] for vs in state["velocity"]]

@@ -38,7 +38,7 @@ class TrainConfig:
     nesterov: bool = True
     weight_decay: float = 5e-4
     decay_bias_bn: bool = False  # weight decay on biases and batch-norm parameters too
-    bias_lr_scale: float = 1.0  # lr multiplier for batch-norm parameters
+    bias_lr_scale: float = 1.0  # lr multiplier for batch-norm biases
     schedule: str = "onecycle"
     warmup: float = 0.2
     label_smoothing: float = 0.0
@@ -60,6 +60,7 @@ class TrainConfig:
     lookahead: bool = False  # airbench's lookahead: every 5 steps pull the weights toward an EMA
     bn_momentum: float | None = None  # share of each batch in BN's running statistics (PyTorch's sense); None: the architecture's
     whiten_bias_epochs: int = 0  # fast: freeze the whitening stem's bias after this many epochs (airbench: 3); 0: never
+    train_bn_scales: bool = False  # fast: train the batch-norm scales (the architecture freezes them at 1, as airbench)
     eval_batch_size: int = 500
     train_subset: int = 0  # > 0: train on only this many images (quick experiments and tests)
     distributed: bool = False  # data-parallel over MPI ranks (launch with mpiexec -n K)
@@ -86,6 +87,7 @@ class TrainConfig:
             (self.bn_momentum is None or 0 < self.bn_momentum <= 1, f"--bn-momentum must be in (0, 1], got {self.bn_momentum}"),
             (self.whiten_bias_epochs >= 0, f"--whiten-bias-epochs must be >= 0, got {self.whiten_bias_epochs}"),
             (self.whiten_bias_epochs == 0 or self.model == "fast", "--whiten-bias-epochs needs --model fast (the whitening stem)"),
+            (not self.train_bn_scales or self.model == "fast", "--train-bn-scales needs --model fast (the others train them anyway)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -199,11 +201,12 @@ def _write_history(out: Path, history: list):
 
 
 def _param_groups(model, config):
-    """Three groups: conv/linear weights (decayed); their biases; batch-norm parameters (lr x bias_lr_scale).
-    Without --decay-bias-bn (the default) the last two are not decayed; with it, BN parameters get
-    weight_decay / bias_lr_scale, so lr * weight_decay, the shrink per step, is the same for every
-    parameter (as airbench does)."""
-    bn = {id(p) for m in model.modules() if isinstance(m, nn.norm._BatchNorm) for p in m.parameters()}
+    """Three groups: conv/linear weights (decayed); their biases and the batch-norm scales; batch-norm
+    biases (lr x bias_lr_scale: airbench's rule, made for BN scales frozen at 1, so the scales, where
+    they train, keep the base lr). Without --decay-bias-bn (the default) the last two are not decayed;
+    with it, BN biases get weight_decay / bias_lr_scale, so lr * weight_decay, the shrink per step, is
+    the same for every parameter (as airbench does)."""
+    bn = {id(m.bias) for m in model.modules() if isinstance(m, nn.norm._BatchNorm)}
     params = model.parameters()
     weights = [p for p in params if id(p) not in bn and p.data.ndim > 1]
     biases = [p for p in params if id(p) not in bn and p.data.ndim <= 1]
@@ -317,6 +320,10 @@ def _train(config, data, progress, resume, on_step, log, comm):
         for m in model.modules():
             if isinstance(m, nn.norm._BatchNorm):
                 m.momentum = config.bn_momentum
+    if config.train_bn_scales:
+        for m in model.modules():
+            if isinstance(m, nn.norm._BatchNorm):
+                m.weight.requires_grad = True
     if config.dirac_init:
         dirac_init(model)
     if config.model == "fast":

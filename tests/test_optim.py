@@ -36,6 +36,14 @@ def test_param_groups_and_frozen_parameters(f64):
     np.testing.assert_array_equal(bn.bias.data, [-1, -1])
 
 
+def test_optimizer_state_of_another_grouping_is_refused():
+    a, b = nn.Parameter(np.zeros(2)), nn.Parameter(np.zeros(3))
+    state = optim.SGD([{"params": [a, b]}, {"params": []}], lr=0.1).state_dict()
+    optim.SGD([{"params": [a, b]}, {"params": []}], lr=0.1).load_state_dict(state)
+    with pytest.raises(ValueError, match="sizes \\[2, 0\\], this optimizer's are \\[1, 1\\]"):
+        optim.SGD([{"params": [a]}, {"params": [b]}], lr=0.1).load_state_dict(state)
+
+
 def test_schedules_shape():
     opt = optim.SGD([nn.Parameter(np.zeros(1))], lr=1.0)
     s = optim.Schedule(opt, "warmup_linear", 10, warmup=0.2)

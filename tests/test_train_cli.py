@@ -152,6 +152,29 @@ def test_checkpoint_of_a_finished_lookahead_run_holds_the_tested_weights(tiny_fo
     assert last.keys() == tested.keys() and all(np.array_equal(last[k], tested[k]) for k in last)
 
 
+def test_fast_trains_its_bn_scales_only_when_asked(tiny_folder, tmp_path):
+    data = mc.data.load_cifar10(tiny_folder)
+    base = dict(model="fast", width=0.125, batch_size=50, epochs=1, val_size=0, augment="crop", padding=2, seed=1)
+
+    def bn_scales(**options):
+        train(TrainConfig(**base, **options, out=str(tmp_path / str(options))), data=data, progress=False, log=lambda *a: None)
+        state, _, _ = mc.train.load_checkpoint(tmp_path / str(options) / "checkpoint.npz")
+        scales = [state[k] for k in state if k.endswith(".weight") and k.replace(".weight", ".running_var") in state]
+        assert len(scales) == 6  # two batch norms per group
+        return scales
+
+    assert all(np.all(s == 1) for s in bn_scales())
+    assert all(not np.allclose(s, 1) for s in bn_scales(train_bn_scales=True))
+    # bias_lr_scale is for the BN biases only: trained scales keep the base lr
+    model = mc.models.build_model("fast", width=0.125)
+    groups = mc.train._param_groups(model, TrainConfig(model="fast", lr=0.5, bias_lr_scale=64))
+    lr_of = {id(p): g.get("lr", 0.5) for g in groups for p in g["params"]}
+    norms = [m for m in model.modules() if isinstance(m, mc.nn.norm._BatchNorm)]
+    assert {lr_of[id(m.bias)] for m in norms} == {32.0} and {lr_of[id(m.weight)] for m in norms} == {0.5}
+    with pytest.raises(ValueError, match="train-bn-scales needs --model fast"):
+        TrainConfig(model="deeper", train_bn_scales=True).validate()
+
+
 def test_whitening_bias_freezes_after_its_epochs_and_bn_momentum_reaches_the_layers(tiny_folder, tmp_path):
     data = mc.data.load_cifar10(tiny_folder)
     base = dict(model="fast", width=0.125, batch_size=50, epochs=2, val_size=50, augment="crop", padding=2, seed=1)
