@@ -316,13 +316,11 @@ def _train(config, data, progress, resume, on_step, log, comm):
         if isinstance(m, nn.Dropout):
             m.seed = [config.seed, i]
             m.rng = backend.random_generator(m.seed)
-    if config.bn_momentum is not None:
-        for m in model.modules():
-            if isinstance(m, nn.norm._BatchNorm):
+    for m in model.modules():
+        if isinstance(m, nn.norm._BatchNorm):
+            if config.bn_momentum is not None:
                 m.momentum = config.bn_momentum
-    if config.train_bn_scales:
-        for m in model.modules():
-            if isinstance(m, nn.norm._BatchNorm):
+            if config.train_bn_scales:
                 m.weight.requires_grad = True
     if config.dirac_init:
         dirac_init(model)
