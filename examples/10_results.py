@@ -75,9 +75,12 @@ EXPERIMENTS = {
                            f"--out runs/fast8-no-lookahead"],
     "fast8-flip": [f"seeds --seeds 0 1 --ranks 2 {fast_options(8).replace('crop,altflip', 'crop,flip')} "
                    f"--out runs/fast8-flip"],
-    "fast8-bias-lr1": [f"seeds --seeds 0 --ranks 2 {fast_options(8).replace(' --bias-lr-scale 64', '')} "
+    "fast8-bias-lr1": [f"seeds --seeds 0 1 --ranks 2 {fast_options(8).replace(' --bias-lr-scale 64', '')} "
                        f"--out runs/fast8-bias-lr1"],
     "fast8-bn-scales": [f"seeds --seeds 0 --ranks 2 {fast_options(8)} --train-bn-scales --out runs/fast8-bn-scales"],
+    # hard targets: no label smoothing (the recipe's is 0.2, as airbench's)
+    "fast8-no-ls": [f"seeds --seeds 0 1 --ranks 2 {fast_options(8).replace(' --label-smoothing 0.2', '')} "
+                    f"--out runs/fast8-no-ls"],
     # test-time augmentation's share: the three ablations' final weights (best.npz) without TTA and with mirroring only (their
     # summaries hold level 2). Needs those checkpoints in this checkout's runs/: run the three experiments first
     # (on a fresh checkout they are reused from their committed summaries, so delete runs/fast8-*/seed0 first)
