@@ -78,6 +78,8 @@ EXPERIMENTS = {
     "fast8-bias-lr1": [f"seeds --seeds 0 1 --ranks 2 {fast_options(8).replace(' --bias-lr-scale 64', '')} "
                        f"--out runs/fast8-bias-lr1"],
     "fast8-bn-scales": [f"seeds --seeds 0 --ranks 2 {fast_options(8)} --train-bn-scales --out runs/fast8-bn-scales"],
+    # the 2x2 stem from a random init, trained like the other convs, instead of the frozen patch whitening
+    "fast8-no-whiten": [f"seeds --seeds 0 1 --ranks 2 {fast_options(8)} --no-whiten --out runs/fast8-no-whiten"],
     # hard targets: no label smoothing (the recipe's is 0.2, as airbench's)
     "fast8-no-ls": [f"seeds --seeds 0 1 --ranks 2 {fast_options(8).replace(' --label-smoothing 0.2', '')} "
                     f"--out runs/fast8-no-ls"],

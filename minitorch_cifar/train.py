@@ -61,6 +61,7 @@ class TrainConfig:
     bn_momentum: float | None = None  # share of each batch in BN's running statistics (PyTorch's sense); None: the architecture's
     whiten_bias_epochs: int = 0  # fast: freeze the whitening stem's bias after this many epochs (airbench: 3); 0: never
     train_bn_scales: bool = False  # fast: train the batch-norm scales (the architecture freezes them at 1, as airbench)
+    whiten: bool = True  # fast: the 2x2 stem is the data's patch whitening, frozen; False: a random stem that trains
     eval_batch_size: int = 500
     train_subset: int = 0  # > 0: train on only this many images (quick experiments and tests)
     distributed: bool = False  # data-parallel over MPI ranks (launch with mpiexec -n K)
@@ -88,6 +89,8 @@ class TrainConfig:
             (self.whiten_bias_epochs >= 0, f"--whiten-bias-epochs must be >= 0, got {self.whiten_bias_epochs}"),
             (self.whiten_bias_epochs == 0 or self.model == "fast", "--whiten-bias-epochs needs --model fast (the whitening stem)"),
             (not self.train_bn_scales or self.model == "fast", "--train-bn-scales needs --model fast (the others train them anyway)"),
+            (self.whiten or self.model == "fast", "--no-whiten needs --model fast (the only one with a whitening stem)"),
+            (self.whiten or not self.whiten_bias_epochs, "--whiten-bias-epochs freezes the whitening stem's bias; --no-whiten has none"),
         ]
         for ok, message in checks:
             if not ok:
@@ -324,8 +327,10 @@ def _train(config, data, progress, resume, on_step, log, comm):
                 m.weight.requires_grad = True
     if config.dirac_init:
         dirac_init(model)
-    if config.model == "fast":
+    if config.model == "fast" and config.whiten:
         init_whitening(model[0], normalize(train_split.images[:5000], mean, std, np.float64))
+    elif config.model == "fast":
+        model[0].weight.requires_grad = True  # the stem keeps its random init and learns like the other convs
     if comm is not None:
         comm.broadcast_model(model)
         if config.sync_bn:

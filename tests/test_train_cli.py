@@ -175,6 +175,30 @@ def test_fast_trains_its_bn_scales_only_when_asked(tiny_folder, tmp_path):
         TrainConfig(model="deeper", train_bn_scales=True).validate()
 
 
+def test_no_whiten_trains_a_random_stem_and_whiten_keeps_the_datas_whitening(tiny_folder, tmp_path):
+    data = mc.data.load_cifar10(tiny_folder)
+    base = dict(model="fast", width=0.125, batch_size=50, epochs=1, val_size=0, augment="crop", padding=2, seed=1)
+
+    def stem_weights(**options):
+        out = tmp_path / str(options)
+        train(TrainConfig(**base, **options, out=str(out)), data=data, progress=False, log=lambda *a: None)
+        return mc.train.load_checkpoint(out / "checkpoint.npz")[0]["0.weight"]
+
+    whitened, learned = stem_weights(), stem_weights(whiten=False)
+    mc.nn.module.manual_seed(base["seed"])  # the init train() starts from
+    model = mc.models.build_model("fast", width=0.125)
+    random_init = model[0].weight.data.copy()
+    train_split = data.train
+    mean, std = mc.data.channel_stats(train_split.images)
+    mc.models.init_whitening(model[0], mc.data.normalize(train_split.images[:5000], mean, std, np.float64))
+    np.testing.assert_allclose(whitened, model[0].weight.data, rtol=1e-6)  # frozen at the whitening
+    assert not np.allclose(learned, random_init) and not np.allclose(learned, whitened, atol=0.05)
+    for bad, message in [(dict(model="deeper", whiten=False), "--no-whiten needs --model fast"),
+                         (dict(model="fast", whiten=False, whiten_bias_epochs=3), "--no-whiten has none")]:
+        with pytest.raises(ValueError, match=message):
+            TrainConfig(**bad).validate()
+
+
 def test_whitening_bias_freezes_after_its_epochs_and_bn_momentum_reaches_the_layers(tiny_folder, tmp_path):
     data = mc.data.load_cifar10(tiny_folder)
     base = dict(model="fast", width=0.125, batch_size=50, epochs=2, val_size=50, augment="crop", padding=2, seed=1)
