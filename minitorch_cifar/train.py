@@ -203,6 +203,11 @@ def _write_history(out: Path, history: list):
             w.writerows(history)
 
 
+def schedule_options(config):
+    """The keyword arguments of config's lr schedule (only the warmup ones take --warmup)."""
+    return {"warmup": config.warmup} if config.schedule in ("cosine", "onecycle", "warmup_linear", "airbench") else {}
+
+
 def _param_groups(model, config):
     """Three groups: conv/linear weights (decayed); their biases and the batch-norm scales; batch-norm
     biases (lr x bias_lr_scale: airbench's rule, made for BN scales frozen at 1, so the scales, where
@@ -329,7 +334,7 @@ def _train(config, data, progress, resume, on_step, log, comm):
         dirac_init(model)
     if config.model == "fast" and config.whiten:
         init_whitening(model[0], normalize(train_split.images[:5000], mean, std, np.float64))
-    elif config.model == "fast":
+    elif config.model == "fast":  # --no-whiten
         model[0].weight.requires_grad = True  # the stem keeps its random init and learns like the other convs
     if comm is not None:
         comm.broadcast_model(model)
@@ -344,8 +349,7 @@ def _train(config, data, progress, resume, on_step, log, comm):
     steps = len(loader)
     if steps == 0:
         raise ValueError(f"--batch-size {config.batch_size} is larger than the {len(train_split)} training images")
-    kwargs = {"warmup": config.warmup} if config.schedule in ("cosine", "onecycle", "warmup_linear", "airbench") else {}
-    schedule = optim.Schedule(optimizer, config.schedule, config.epochs * steps, **kwargs)
+    schedule = optim.Schedule(optimizer, config.schedule, config.epochs * steps, **schedule_options(config))
     lookahead = Lookahead(model, config.epochs * steps) if config.lookahead else None
     loss_fn = nn.CrossEntropyLoss(config.label_smoothing)
 

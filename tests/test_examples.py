@@ -40,6 +40,17 @@ def test_02_train_and_03_what_did_it_learn(tiny_folder, tmp_path, monkeypatch):
     assert "test accuracy" in out
 
 
+def test_12_bn_scales(tiny_folder, tmp_path):
+    assert main(["train", "--data", str(tiny_folder), "--model", "fast", "--width", "0.125", "--epochs", "1", "--batch-size", "50",
+                 "--val-size", "0", "--train-bn-scales", "--weight-decay", "0.01", "--decay-bias-bn", "--out", str(tmp_path / "run"),
+                 "--no-progress"]) == 0
+    out = run("12_bn_scales.py", tmp_path / "run" / "best.npz", cwd=tmp_path, env_root=tmp_path / "cache")
+    means = [float(line.split("mean ")[1].split(",")[0]) for line in out.splitlines() if line.startswith("batch norm")]
+    assert len(means) == 6 and all(m != 1.0 for m in means)  # six batch norms, scales moved off their init
+    steps, decay = out.split("weight decay alone over ")[1].split(" steps: x")
+    assert int(steps) > 0 and 0 < float(decay) <= 1
+
+
 def test_11_torch_airbench(tiny_folder, tmp_path):
     out = run("11_torch_airbench.py", "--data", tiny_folder, "--epochs", "1.5", "--batch-size", "50", "--out", tmp_path / "r",
               cwd=tmp_path, env_root=tmp_path / "cache")

@@ -188,9 +188,8 @@ def test_no_whiten_trains_a_random_stem_and_whiten_keeps_the_datas_whitening(tin
     mc.nn.module.manual_seed(base["seed"])  # the init train() starts from
     model = mc.models.build_model("fast", width=0.125)
     random_init = model[0].weight.data.copy()
-    train_split = data.train
-    mean, std = mc.data.channel_stats(train_split.images)
-    mc.models.init_whitening(model[0], mc.data.normalize(train_split.images[:5000], mean, std, np.float64))
+    mean, std = mc.data.channel_stats(data.train.images)
+    mc.models.init_whitening(model[0], mc.data.normalize(data.train.images[:5000], mean, std, np.float64))
     np.testing.assert_allclose(whitened, model[0].weight.data, rtol=1e-6)  # frozen at the whitening
     assert not np.allclose(learned, random_init) and not np.allclose(learned, whitened, atol=0.05)
     for bad, message in [(dict(model="deeper", whiten=False), "--no-whiten needs --model fast"),
