@@ -53,6 +53,8 @@ def add_train_options(p):
     p.add_argument("--whiten-bias-epochs", type=int, default=d.whiten_bias_epochs,
                    help="fast: freeze the whitening stem's bias after this many epochs (airbench: 3; default 0: never)")
     _bool_flag(p, "train-bn-scales", d.train_bn_scales, "fast: train the batch-norm scales (default: frozen at 1, as airbench)")
+    _bool_flag(p, "decay-bn-scales", d.decay_bn_scales, "with --decay-bias-bn, decay the batch-norm scales too "
+               "(default; --no-decay-bn-scales exempts them)")
     _bool_flag(p, "whiten", d.whiten, "fast: set the 2x2 stem to the data's patch whitening and freeze its weights "
                "(default; --no-whiten: a randomly initialised stem that trains)")
     p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)

@@ -61,6 +61,7 @@ class TrainConfig:
     bn_momentum: float | None = None  # share of each batch in BN's running statistics (PyTorch's sense); None: the architecture's
     whiten_bias_epochs: int = 0  # fast: freeze the whitening stem's bias after this many epochs (airbench: 3); 0: never
     train_bn_scales: bool = False  # fast: train the batch-norm scales (the architecture freezes them at 1, as airbench)
+    decay_bn_scales: bool = True  # with decay_bias_bn: False exempts the batch-norm scales from weight decay
     whiten: bool = True  # fast: the 2x2 stem is the data's patch whitening, frozen; False: a random stem that trains
     eval_batch_size: int = 500
     train_subset: int = 0  # > 0: train on only this many images (quick experiments and tests)
@@ -89,6 +90,9 @@ class TrainConfig:
             (self.whiten_bias_epochs >= 0, f"--whiten-bias-epochs must be >= 0, got {self.whiten_bias_epochs}"),
             (self.whiten_bias_epochs == 0 or self.model == "fast", "--whiten-bias-epochs needs --model fast (the whitening stem)"),
             (not self.train_bn_scales or self.model == "fast", "--train-bn-scales needs --model fast (the others train them anyway)"),
+            (self.decay_bn_scales or self.decay_bias_bn, "--no-decay-bn-scales only matters with --decay-bias-bn (else no BN parameter is decayed)"),
+            (self.decay_bn_scales or self.model != "fast" or self.train_bn_scales,
+             "--no-decay-bn-scales needs --train-bn-scales with --model fast (its scales are frozen at 1)"),
             (self.whiten or self.model == "fast", "--no-whiten needs --model fast (the only one with a whitening stem)"),
             (self.whiten or not self.whiten_bias_epochs, "--whiten-bias-epochs freezes the whitening stem's bias; --no-whiten has none"),
         ]
@@ -209,20 +213,21 @@ def schedule_options(config):
 
 
 def _param_groups(model, config):
-    """Three groups: conv/linear weights (decayed); their biases and the batch-norm scales; batch-norm
-    biases (lr x bias_lr_scale: airbench's rule, made for BN scales frozen at 1, so the scales, where
-    they train, keep the base lr). Without --decay-bias-bn (the default) the last two are not decayed;
-    with it, BN biases get weight_decay / bias_lr_scale, so lr * weight_decay, the shrink per step, is
-    the same for every parameter (as airbench does)."""
-    bn = {id(m.bias) for m in model.modules() if isinstance(m, nn.norm._BatchNorm)}
+    """Four groups: conv/linear weights (decayed); their biases; batch-norm scales; batch-norm biases
+    (lr x bias_lr_scale: airbench's rule, made for BN scales frozen at 1, so the scales, where they
+    train, keep the base lr). Without --decay-bias-bn (the default) only the weights are decayed; with
+    it, BN biases get weight_decay / bias_lr_scale, so lr * weight_decay, the shrink per step, is the
+    same for every parameter (as airbench does), and --no-decay-bn-scales exempts the scales."""
+    norms = [m for m in model.modules() if isinstance(m, nn.norm._BatchNorm)]
+    scales, shifts = {id(m.weight) for m in norms}, {id(m.bias) for m in norms}
     params = model.parameters()
-    weights = [p for p in params if id(p) not in bn and p.data.ndim > 1]
-    biases = [p for p in params if id(p) not in bn and p.data.ndim <= 1]
-    norms = [p for p in params if id(p) in bn]
     off = not config.decay_bias_bn
-    return [{"params": weights},
-            {"params": biases, "weight_decay": 0.0 if off else config.weight_decay},
-            {"params": norms, "lr": config.lr * config.bias_lr_scale,
+    return [{"params": [p for p in params if id(p) not in scales | shifts and p.data.ndim > 1]},
+            {"params": [p for p in params if id(p) not in scales | shifts and p.data.ndim <= 1],
+             "weight_decay": 0.0 if off else config.weight_decay},
+            {"params": [p for p in params if id(p) in scales],
+             "weight_decay": 0.0 if off or not config.decay_bn_scales else config.weight_decay},
+            {"params": [p for p in params if id(p) in shifts], "lr": config.lr * config.bias_lr_scale,
              "weight_decay": 0.0 if off else config.weight_decay / config.bias_lr_scale}]
 
 

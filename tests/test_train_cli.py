@@ -175,6 +175,29 @@ def test_fast_trains_its_bn_scales_only_when_asked(tiny_folder, tmp_path):
         TrainConfig(model="deeper", train_bn_scales=True).validate()
 
 
+def test_no_decay_bn_scales_exempts_only_the_scales_from_weight_decay(tiny_folder, tmp_path):
+    data = mc.data.load_cifar10(tiny_folder)
+    base = dict(model="fast", width=0.125, batch_size=50, epochs=1, val_size=0, augment="crop", padding=2, seed=1,
+                train_bn_scales=True, decay_bias_bn=True, weight_decay=0.5, lr=0.2)
+
+    def bn_scale_mean(**options):
+        train(TrainConfig(**base, **options, out=str(tmp_path / str(options))), data=data, progress=False, log=lambda *a: None)
+        state, _, _ = mc.train.load_checkpoint(tmp_path / str(options) / "checkpoint.npz")
+        return np.mean([state[k].mean() for k in state if k.endswith(".weight") and k.replace(".weight", ".running_var") in state])
+
+    assert bn_scale_mean(decay_bn_scales=False) > bn_scale_mean() + 0.01  # decay shrinks the scales; exempt, they stay near 1
+    model = mc.models.build_model("fast", width=0.125)
+    groups = mc.train._param_groups(model, TrainConfig(**base, bias_lr_scale=4, decay_bn_scales=False))
+    decay_of = {id(p): g.get("weight_decay", 0.5) for g in groups for p in g["params"]}
+    norms = [m for m in model.modules() if isinstance(m, mc.nn.norm._BatchNorm)]
+    assert {decay_of[id(m.weight)] for m in norms} == {0.0} and {decay_of[id(m.bias)] for m in norms} == {0.125}
+    assert sorted(map(id, model.parameters())) == sorted(id(p) for g in groups for p in g["params"])
+    for bad, message in [(dict(decay_bias_bn=False), "only matters with --decay-bias-bn"),
+                         (dict(train_bn_scales=False), "needs --train-bn-scales")]:
+        with pytest.raises(ValueError, match=message):
+            TrainConfig(**{**base, **bad}, decay_bn_scales=False).validate()
+
+
 def test_no_whiten_trains_a_random_stem_and_whiten_keeps_the_datas_whitening(tiny_folder, tmp_path):
     data = mc.data.load_cifar10(tiny_folder)
     base = dict(model="fast", width=0.125, batch_size=50, epochs=1, val_size=0, augment="crop", padding=2, seed=1)
