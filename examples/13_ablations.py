@@ -1,0 +1,37 @@
+"""The ablations' summary table (REPORT: "airbench's tricks taken out one at a time"): each experiment's seeds
+against the reference recipe's, from their committed seeds.json, as markdown rows: the accuracies, their mean,
+the difference from the reference's mean (also in units of its seed standard deviation) and from the
+reference's run of the same seed.
+
+    python examples/13_ablations.py fast8-seeds fast8-no-lookahead fast8-no-dirac
+"""
+import argparse
+import json
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+parser = argparse.ArgumentParser()
+parser.add_argument("reference", help="the experiment the others are compared with")
+parser.add_argument("experiments", nargs="+")
+parser.add_argument("--results", default=Path(__file__).resolve().parents[1] / "docs" / "results", type=Path)
+args = parser.parse_args()
+
+
+def seeds(name):
+    s = json.loads((args.results / name / "seeds.json").read_text())
+    return dict(zip(s["seeds"], s["test_accuracies"])), s["mean"], s["std"]
+
+
+def two_places(x):  # 88.565 -> 88.57, as written by hand (the float is 88.56499...)
+    return Decimal(str(x)).quantize(Decimal("0.01"), ROUND_HALF_UP)
+
+
+ref, ref_mean, ref_std = seeds(args.reference)
+print(f"| experiment | seeds | test accuracy | mean | against {args.reference}'s mean {ref_mean:.2f} (std {ref_std:.2f}) "
+      "| against the same seed |")
+print("|---|---|---|---|---|---|")
+for name in args.experiments:
+    runs, mean, _ = seeds(name)
+    paired = ", ".join(f"{acc - ref[seed]:+.2f}" for seed, acc in runs.items() if seed in ref)
+    print(f"| `{name}` | {' '.join(map(str, runs))} | {' / '.join(f'{a:.2f}' for a in runs.values())} | {two_places(mean)} "
+          f"| {mean - ref_mean:+.2f} ({(mean - ref_mean) / ref_std:+.1f} std) | {paired} |")
