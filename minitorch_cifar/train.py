@@ -219,15 +219,15 @@ def _param_groups(model, config):
     it, BN biases get weight_decay / bias_lr_scale, so lr * weight_decay, the shrink per step, is the
     same for every parameter (as airbench does), and --no-decay-bn-scales exempts the scales."""
     norms = [m for m in model.modules() if isinstance(m, nn.norm._BatchNorm)]
-    scales, shifts = {id(m.weight) for m in norms}, {id(m.bias) for m in norms}
-    params = model.parameters()
+    in_norms = {id(p) for m in norms for p in (m.weight, m.bias)}
+    others = [p for p in model.parameters() if id(p) not in in_norms]
     off = not config.decay_bias_bn
-    return [{"params": [p for p in params if id(p) not in scales | shifts and p.data.ndim > 1]},
-            {"params": [p for p in params if id(p) not in scales | shifts and p.data.ndim <= 1],
+    return [{"params": [p for p in others if p.data.ndim > 1]},
+            {"params": [p for p in others if p.data.ndim <= 1],
              "weight_decay": 0.0 if off else config.weight_decay},
-            {"params": [p for p in params if id(p) in scales],
+            {"params": [m.weight for m in norms],
              "weight_decay": 0.0 if off or not config.decay_bn_scales else config.weight_decay},
-            {"params": [p for p in params if id(p) in shifts], "lr": config.lr * config.bias_lr_scale,
+            {"params": [m.bias for m in norms], "lr": config.lr * config.bias_lr_scale,
              "weight_decay": 0.0 if off else config.weight_decay / config.bias_lr_scale}]
 
 

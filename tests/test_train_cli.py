@@ -152,14 +152,19 @@ def test_checkpoint_of_a_finished_lookahead_run_holds_the_tested_weights(tiny_fo
     assert last.keys() == tested.keys() and all(np.array_equal(last[k], tested[k]) for k in last)
 
 
+def bn_scales_in(checkpoint):
+    """The batch-norm scales saved in a checkpoint (the weights beside a running_var)."""
+    state, _, _ = mc.train.load_checkpoint(checkpoint)
+    return [state[k] for k in state if k.endswith(".weight") and k.replace(".weight", ".running_var") in state]
+
+
 def test_fast_trains_its_bn_scales_only_when_asked(tiny_folder, tmp_path):
     data = mc.data.load_cifar10(tiny_folder)
     base = dict(model="fast", width=0.125, batch_size=50, epochs=1, val_size=0, augment="crop", padding=2, seed=1)
 
     def bn_scales(**options):
         train(TrainConfig(**base, **options, out=str(tmp_path / str(options))), data=data, progress=False, log=lambda *a: None)
-        state, _, _ = mc.train.load_checkpoint(tmp_path / str(options) / "checkpoint.npz")
-        scales = [state[k] for k in state if k.endswith(".weight") and k.replace(".weight", ".running_var") in state]
+        scales = bn_scales_in(tmp_path / str(options) / "checkpoint.npz")
         assert len(scales) == 6  # two batch norms per group
         return scales
 
@@ -182,8 +187,7 @@ def test_no_decay_bn_scales_exempts_only_the_scales_from_weight_decay(tiny_folde
 
     def bn_scale_mean(**options):
         train(TrainConfig(**base, **options, out=str(tmp_path / str(options))), data=data, progress=False, log=lambda *a: None)
-        state, _, _ = mc.train.load_checkpoint(tmp_path / str(options) / "checkpoint.npz")
-        return np.mean([state[k].mean() for k in state if k.endswith(".weight") and k.replace(".weight", ".running_var") in state])
+        return np.mean([s.mean() for s in bn_scales_in(tmp_path / str(options) / "checkpoint.npz")])
 
     assert bn_scale_mean(decay_bn_scales=False) > bn_scale_mean() + 0.01  # decay shrinks the scales; exempt, they stay near 1
     model = mc.models.build_model("fast", width=0.125)
@@ -191,7 +195,7 @@ def test_no_decay_bn_scales_exempts_only_the_scales_from_weight_decay(tiny_folde
     decay_of = {id(p): g.get("weight_decay", 0.5) for g in groups for p in g["params"]}
     norms = [m for m in model.modules() if isinstance(m, mc.nn.norm._BatchNorm)]
     assert {decay_of[id(m.weight)] for m in norms} == {0.0} and {decay_of[id(m.bias)] for m in norms} == {0.125}
-    assert sorted(map(id, model.parameters())) == sorted(id(p) for g in groups for p in g["params"])
+    assert sorted(map(id, model.parameters())) == sorted(id(p) for g in groups for p in g["params"])  # each once
     for bad, message in [(dict(decay_bias_bn=False), "only matters with --decay-bias-bn"),
                          (dict(train_bn_scales=False), "needs --train-bn-scales")]:
         with pytest.raises(ValueError, match=message):
