@@ -47,7 +47,7 @@ def set_backend(name: str) -> None:
     if name == "numpy":
         xp, kernels = np, {}
     elif name == "numba":
-        from minitorch_cifar.kernels import cpu
+        cpu = kernels_module("cpu")
         cpu.keep_freed_memory()
         cpu.blas.sleep_when_idle()
         if _state.matmul_precision == "medium":
@@ -187,6 +187,21 @@ def random_generator(seed=None):
     return np.random.default_rng(seed)
 
 
+def kernels_module(family: str):
+    """``minitorch_cifar.kernels.<family>``: the checkout's ``kernels/`` folder, which only an install maps in."""
+    import importlib
+    try:
+        return importlib.import_module(f"minitorch_cifar.kernels.{family}")
+    except ModuleNotFoundError as e:
+        if not (e.name or "").startswith("minitorch_cifar.kernels"):
+            raise  # something the kernels import (numba, say) is missing: that error says so itself
+        raise BackendUnavailable(
+            f"cannot import minitorch_cifar.kernels.{family}: the package's kernels live in the checkout's kernels/ "
+            f"folder, which pip maps in at install time, and this copy of minitorch_cifar ({Path(__file__).parent}) "
+            "is not installed from its checkout (or its editable install points at another one): run "
+            "pip install -e . in the checkout") from e
+
+
 # ----------------------------------------------------------------------------- CuPy only
 _INSTALL_HINT = (
     'install CuPy for your CUDA version: pip install -e ".[gpu]" (cupy-cuda12x), or '
@@ -213,8 +228,7 @@ def _import_cupy():
 
 
 def cuda_source_dir() -> Path:
-    from minitorch_cifar.kernels import cuda
-    return Path(cuda.__file__).parent
+    return Path(kernels_module("cuda").__file__).parent
 
 
 @functools.lru_cache(maxsize=1)

@@ -166,6 +166,18 @@ def test_use_backend_restores_and_rejects_unknown():
         mc.set_backend("jax")
 
 
+def test_numba_backend_says_how_to_install_when_the_kernels_are_not_mapped_in(monkeypatch):
+    """kernels/ sits beside the package and only an install maps it in as minitorch_cifar.kernels; importing the
+    package from a checkout whose editable install points elsewhere used to fail with a bare ModuleNotFoundError."""
+    import sys
+    from minitorch_cifar.backend import BackendUnavailable
+    for name in ("minitorch_cifar.kernels", "minitorch_cifar.kernels.cpu"):
+        monkeypatch.setitem(sys.modules, name, None)  # what the import system does for a module it cannot find
+    with pytest.raises(BackendUnavailable, match=r"kernels\.cpu.*kernels/ folder.*pip install -e \."):
+        mc.set_backend("numba")
+    assert mc.get_backend() == "numpy"
+
+
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_skipping_unneeded_input_gradients_keeps_every_parameter_gradient(backend):
     """The first conv (and one after a frozen stem) skips dL/dx; every trainable gradient stays the same."""
