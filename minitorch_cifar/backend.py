@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import warnings
 from pathlib import Path
 
@@ -189,7 +190,6 @@ def random_generator(seed=None):
 
 def kernels_module(family: str):
     """``minitorch_cifar.kernels.<family>``: the checkout's ``kernels/`` folder, which only an install maps in."""
-    import importlib
     try:
         return importlib.import_module(f"minitorch_cifar.kernels.{family}")
     except ModuleNotFoundError as e:
