@@ -33,6 +33,13 @@ def fast_options(epochs):
     """FAST's options without the `train` subcommand, for `seeds`."""
     return FAST.format(epochs=epochs)[len("train "):]
 
+
+def changed(options, old, new=""):
+    """``options`` with ``old`` replaced by ``new``; an ablation whose ``old`` is not there would silently rerun the recipe."""
+    if old not in options:
+        raise ValueError(f"{old!r} is not in the options {options!r}")
+    return options.replace(old, new)
+
 # the `deeper` recipe: the issue's baseline at batch 512 (lr 0.4) with alternating flips, TTA level 2, sync BN
 DEEPER = (f"--data {DATA} --model deeper --epochs {{epochs}} --batch-size 512 --lr 0.4 --momentum 0.9 --nesterov "
           f"--weight-decay 5e-4 --schedule onecycle --warmup 0.2 --label-smoothing 0.2 --augment crop,altflip --padding 2 "
@@ -69,13 +76,13 @@ EXPERIMENTS = {
                           f"--whiten-bias-epochs 3 --out runs/fast8-airbench-bn"],
     # airbench's tricks taken out of fast8-seeds one at a time (add seeds to --seeds to extend; finished ones are
     # reused): the Dirac init, lookahead, alternating flips (replaced by random flips), BN biases at 64x the lr, BN scales frozen
-    "fast8-no-dirac": [f"seeds --seeds 0 1 --ranks 2 {fast_options(8).replace(' --dirac-init', '')} "
+    "fast8-no-dirac": [f"seeds --seeds 0 1 --ranks 2 {changed(fast_options(8), ' --dirac-init')} "
                        f"--out runs/fast8-no-dirac"],
-    "fast8-no-lookahead": [f"seeds --seeds 0 1 --ranks 2 {fast_options(8).replace(' --lookahead', '')} "
+    "fast8-no-lookahead": [f"seeds --seeds 0 1 --ranks 2 {changed(fast_options(8), ' --lookahead')} "
                            f"--out runs/fast8-no-lookahead"],
-    "fast8-flip": [f"seeds --seeds 0 1 2 --ranks 2 {fast_options(8).replace('crop,altflip', 'crop,flip')} "
+    "fast8-flip": [f"seeds --seeds 0 1 2 --ranks 2 {changed(fast_options(8), 'crop,altflip', 'crop,flip')} "
                    f"--out runs/fast8-flip"],
-    "fast8-bias-lr1": [f"seeds --seeds 0 1 --ranks 2 {fast_options(8).replace(' --bias-lr-scale 64', '')} "
+    "fast8-bias-lr1": [f"seeds --seeds 0 1 --ranks 2 {changed(fast_options(8), ' --bias-lr-scale 64')} "
                        f"--out runs/fast8-bias-lr1"],
     "fast8-bn-scales": [f"seeds --seeds 0 1 --ranks 2 {fast_options(8)} --train-bn-scales --out runs/fast8-bn-scales"],
     # trained BN scales but exempt from weight decay: does the decay (which shrank them to 0.24-0.47) cost the accuracy?
@@ -84,10 +91,10 @@ EXPERIMENTS = {
     # the 2x2 stem from a random init, trained like the other convs, instead of the frozen patch whitening
     "fast8-no-whiten": [f"seeds --seeds 0 1 --ranks 2 {fast_options(8)} --no-whiten --out runs/fast8-no-whiten"],
     # hard targets: no label smoothing (the recipe's is 0.2, as airbench's)
-    "fast8-no-ls": [f"seeds --seeds 0 1 2 --ranks 2 {fast_options(8).replace(' --label-smoothing 0.2', '')} "
+    "fast8-no-ls": [f"seeds --seeds 0 1 2 --ranks 2 {changed(fast_options(8), ' --label-smoothing 0.2')} "
                     f"--out runs/fast8-no-ls"],
     # schedule shape: cosine decay to 0 after the same 23% linear warmup (from 0) instead of airbench's linear 0.2 -> 1 -> 0.07
-    "fast8-cosine": [f"seeds --seeds 0 --ranks 2 {fast_options(8).replace('--schedule airbench', '--schedule cosine')} "
+    "fast8-cosine": [f"seeds --seeds 0 --ranks 2 {changed(fast_options(8), '--schedule airbench', '--schedule cosine')} "
                      f"--out runs/fast8-cosine"],
     # test-time augmentation's share: the three ablations' final weights (best.npz) without TTA and with mirroring only (their
     # summaries hold level 2). Needs those checkpoints in this checkout's runs/: run the three experiments first
@@ -106,7 +113,7 @@ EXPERIMENTS = {
                           f"--bn-momentum 0.4 --whiten-bias-epochs 3 --out runs/fast12-bf16-seeds"],
     # batch 512 instead of 1024 (twice the steps; lr 0.75 is airbench's same lr per example, weight decay unchanged)
     "fast11-bf16-b512": [f"seeds --seeds 0 1 2 3 4 --ranks 2 "
-                         f"{fast_options(11).replace('--batch-size 1024 --lr 1.5', '--batch-size 512 --lr 0.75')} "
+                         f"{changed(fast_options(11), '--batch-size 1024 --lr 1.5', '--batch-size 512 --lr 0.75')} "
                          f"--matmul-precision medium --bn-momentum 0.4 --whiten-bias-epochs 3 --out runs/fast11-bf16-b512"],
     # batch norm over the whole 1024-image batch (statistics reduced over both ranks), as airbench on one GPU:
     # 90.77, 90.58, 91.00, 91.02, 91.23 (mean 90.92%; per rank 90.81%) in 17.7-22.2 min a run with the Numba
@@ -139,7 +146,7 @@ EXPERIMENTS = {
     # the next step towards 93%: airbench96's augmentation (12-pixel cutout, 4-pixel translations) on the wider
     # network for 24 epochs: 92.21, 92.20 (mean 92.21%; long-w15-e18: 92.02%) in 67.1 and 63.1 min
     "long-w15-e24-cutout": [f"seeds --seeds 0 1 --ranks 2 "
-                            f"{fast_options(24).replace('--augment crop,altflip --padding 2', '--augment crop,altflip,cutout --padding 4 --cutout-size 12')} "
+                            f"{changed(fast_options(24), '--augment crop,altflip --padding 2', '--augment crop,altflip,cutout --padding 4 --cutout-size 12')} "
                             f"--width 1.5 --matmul-precision medium --bn-momentum 0.4 --whiten-bias-epochs 3 --sync-bn "
                             f"--out runs/long-w15-e24-cutout"],
     # width 2 (groups of 128/512/512, airbench95's first group) with the cutout augmentation, 20 epochs so that
@@ -147,7 +154,7 @@ EXPERIMENTS = {
     # Not run yet: the one session that launched it had an AVX2-only AMD EPYC, where it had not finished one
     # epoch in 16 minutes (the Intel Xeon with AMX is the machine its estimate and the budget are for)
     "long-w2-e20-cutout": [f"seeds --seeds 0 1 --ranks 2 "
-                           f"{fast_options(20).replace('--augment crop,altflip --padding 2', '--augment crop,altflip,cutout --padding 4 --cutout-size 12')} "
+                           f"{changed(fast_options(20), '--augment crop,altflip --padding 2', '--augment crop,altflip,cutout --padding 4 --cutout-size 12')} "
                            f"--width 2 --matmul-precision medium --bn-momentum 0.4 --whiten-bias-epochs 3 --sync-bn "
                            f"--out runs/long-w2-e20-cutout"],
     # the `deeper` target (>= 90%, no time limit): the VGG-style network with the issue's PyTorch baseline

@@ -234,7 +234,7 @@ def cuda_source_dir() -> Path:
 @functools.lru_cache(maxsize=1)
 def _cuda_kernels(cupy):
     """Compile the .cu files once and wrap each kernel as a function with the reference's signature."""
-    from minitorch_cifar.kernels.cuda import launch
+    launch = kernels_module("cuda.launch")
 
     src = cuda_source_dir()
     modules = {f.stem: cupy.RawModule(code=f.read_text(), options=("-std=c++17",)) for f in src.glob("*.cu")}
