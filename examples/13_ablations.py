@@ -27,11 +27,13 @@ def two_places(x):  # 88.565 -> 88.57, as written by hand (the float is 88.56499
 
 
 ref, ref_mean, ref_std = seeds(args.reference)
-print(f"| experiment | seeds | test accuracy | mean | against {args.reference}'s mean {ref_mean:.2f} (std {ref_std:.2f}) "
+spread = f" (std {ref_std:.2f})" if len(ref) > 1 else " (one seed: no std)"
+print(f"| experiment | seeds | test accuracy | mean | against {args.reference}'s mean {ref_mean:.2f}{spread} "
       "| against the same seed |")
 print("|---|---|---|---|---|---|")
 for name in args.experiments:
     runs, mean, _ = seeds(name)
     paired = ", ".join(f"{acc - ref[seed]:+.2f}" for seed, acc in runs.items() if seed in ref)
+    in_stds = f" ({(mean - ref_mean) / ref_std:+.1f} std)" if len(ref) > 1 else ""
     print(f"| `{name}` | {' '.join(map(str, runs))} | {' / '.join(f'{a:.2f}' for a in runs.values())} | {two_places(mean)} "
-          f"| {mean - ref_mean:+.2f} ({(mean - ref_mean) / ref_std:+.1f} std) | {paired} |")
+          f"| {mean - ref_mean:+.2f}{in_stds} | {paired} |")

@@ -62,6 +62,16 @@ def test_13_ablations_compares_each_experiment_with_the_reference_mean_and_the_s
     assert row == "| `abl` | 0 1 | 89.71 / 89.42 | 89.57 | -0.47 (-1.9 std) | -0.39, -0.88 |"
 
 
+def test_13_ablations_against_a_one_seed_reference_gives_no_std(tmp_path):
+    for name, seeds, accs in [("ref", [0], [90.21]), ("abl", [0, 1], [89.30, 89.64])]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "seeds.json").write_text(json.dumps({"seeds": seeds, "test_accuracies": accs,
+                                                                "mean": statistics.fmean(accs), "std": statistics.pstdev(accs)}))
+    header, _, row = run("13_ablations.py", "ref", "abl", "--results", tmp_path, cwd=tmp_path, env_root=tmp_path).splitlines()
+    assert "mean 90.21 (one seed: no std)" in header
+    assert row == "| `abl` | 0 1 | 89.30 / 89.64 | 89.47 | -0.74 | -0.91 |"  # only seed 0 is paired
+
+
 def test_11_torch_airbench(tiny_folder, tmp_path):
     out = run("11_torch_airbench.py", "--data", tiny_folder, "--epochs", "1.5", "--batch-size", "50", "--out", tmp_path / "r",
               cwd=tmp_path, env_root=tmp_path / "cache")
