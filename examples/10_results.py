@@ -72,8 +72,9 @@ EXPERIMENTS = {
     # two-threaded process here); seeds already finished in runs/fast8-seeds are reused
     "fast8-seeds": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {fast_options(8)} --out runs/fast8-seeds"],
     # the reference's seed 0 again on the machine the ablations below ran on (AMD EPYC Zen 4, OpenBLAS), so the machine's
-    # own share of their differences from fast8-seeds (Intel Xeon, MKL) is measured, not assumed
-    "fast8-seeds-zen4": [f"seeds --seeds 0 --ranks 2 {fast_options(8)} --out runs/fast8-seeds-zen4"],
+    # own share of their differences from fast8-seeds (Intel Xeon, MKL) is measured, not assumed; seeds 0-2 pair
+    # with the ablations' three seeds, 3-4 give this machine's own 5-seed spread
+    "fast8-seeds-zen4": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {fast_options(8)} --out runs/fast8-seeds-zen4"],
     # airbench's own BN momentum (0.4 of each batch) and whitening bias frozen after 3 epochs, against fast8-seeds
     "fast8-airbench-bn": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {fast_options(8)} --bn-momentum 0.4 "
                           f"--whiten-bias-epochs 3 --out runs/fast8-airbench-bn"],
