@@ -1,12 +1,14 @@
 """The ablations' summary table (REPORT: "airbench's tricks taken out one at a time"): each experiment's seeds
 against the reference recipe's, from their committed seeds.json, as markdown rows: the accuracies, their mean,
 the difference from the reference's mean (also in units of its seed standard deviation) and from the
-reference's run of the same seed.
+reference's run of the same seed (with two or more such pairs, also their mean and its standard error: the
+paired comparison, which takes out what a seed does to both runs).
 
     python examples/13_ablations.py fast8-seeds fast8-no-lookahead fast8-no-dirac
 """
 import argparse
 import json
+import statistics
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
@@ -33,7 +35,11 @@ print(f"| experiment | seeds | test accuracy | mean | against {args.reference}'s
 print("|---|---|---|---|---|---|")
 for name in args.experiments:
     runs, mean, _ = seeds(name)
-    paired = ", ".join(f"{acc - ref[seed]:+.2f}" for seed, acc in runs.items() if seed in ref)
+    diffs = [acc - ref[seed] for seed, acc in runs.items() if seed in ref]
+    paired = ", ".join(f"{d:+.2f}" for d in diffs)
+    if len(diffs) > 1:
+        standard_error = statistics.stdev(diffs) / len(diffs) ** 0.5
+        paired += f" (mean {two_places(statistics.fmean(diffs)):+}, s.e. {two_places(standard_error)})"
     in_stds = f" ({(mean - ref_mean) / ref_std:+.1f} std)" if len(ref) > 1 else ""
     print(f"| `{name}` | {' '.join(map(str, runs))} | {' / '.join(f'{a:.2f}' for a in runs.values())} | {two_places(mean)} "
           f"| {mean - ref_mean:+.2f}{in_stds} | {paired} |")
