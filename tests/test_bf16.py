@@ -189,11 +189,11 @@ def test_machine_record_reads_model_and_instruction_sets(monkeypatch, text, isa,
     assert described["cpu"] == (text.split("model name\t: ")[1].splitlines()[0] if text else described["cpu"]) and described["cpu"]
 
 
-
 def test_machine_record_names_the_blas_numpy_multiplies_with():
     from minitorch_cifar import machine
     numpy_blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-    assert any(numpy_blas["version"] in entry for entry in machine.describe()["blas"]), machine.describe()["blas"]
+    loaded = machine.describe()["blas"]
+    assert any(numpy_blas["version"] in entry for entry in loaded), loaded
 
 
 @needs_mkl

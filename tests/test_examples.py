@@ -52,11 +52,16 @@ def test_12_bn_scales(tiny_folder, tmp_path):
     assert int(steps) > 0 and 0 < float(decay) <= 1
 
 
+def write_seeds(results, name, seeds, accs):
+    """An experiment's seeds.json with the fields 13_ablations reads (std: the population std, as `seeds` writes)."""
+    (results / name).mkdir()
+    (results / name / "seeds.json").write_text(json.dumps({"seeds": seeds, "test_accuracies": accs,
+                                                           "mean": statistics.fmean(accs), "std": statistics.pstdev(accs)}))
+
+
 def test_13_ablations_compares_each_experiment_with_the_reference_mean_and_the_same_seed(tmp_path):
-    for name, seeds, accs in [("ref", [0, 1, 2], [90.1, 90.33, 89.7]), ("abl", [0, 1], [89.71, 89.42])]:
-        (tmp_path / name).mkdir()
-        mean, std = statistics.fmean(accs), statistics.pstdev(accs)  # as seeds.json: the population std
-        (tmp_path / name / "seeds.json").write_text(json.dumps({"seeds": seeds, "test_accuracies": accs, "mean": mean, "std": std}))
+    write_seeds(tmp_path, "ref", [0, 1, 2], [90.1, 90.33, 89.7])
+    write_seeds(tmp_path, "abl", [0, 1], [89.71, 89.42])
     row = run("13_ablations.py", "ref", "abl", "--results", tmp_path, cwd=tmp_path, env_root=tmp_path).splitlines()[-1]
     # mean 89.565 rounds up; -0.478 from 90.043 is -1.8 of the reference's std 0.260; paired: 89.71 - 90.1,
     # 89.42 - 90.33, whose mean is -0.65 and whose standard error is their sample std 0.52 / sqrt(2) over sqrt(2)
@@ -64,10 +69,8 @@ def test_13_ablations_compares_each_experiment_with_the_reference_mean_and_the_s
 
 
 def test_13_ablations_against_a_one_seed_reference_gives_no_std(tmp_path):
-    for name, seeds, accs in [("ref", [0], [90.21]), ("abl", [0, 1], [89.30, 89.64])]:
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "seeds.json").write_text(json.dumps({"seeds": seeds, "test_accuracies": accs,
-                                                                "mean": statistics.fmean(accs), "std": statistics.pstdev(accs)}))
+    write_seeds(tmp_path, "ref", [0], [90.21])
+    write_seeds(tmp_path, "abl", [0, 1], [89.30, 89.64])
     header, _, row = run("13_ablations.py", "ref", "abl", "--results", tmp_path, cwd=tmp_path, env_root=tmp_path).splitlines()
     assert "mean 90.21 (one seed: no std)" in header
     assert row == "| `abl` | 0 1 | 89.30 / 89.64 | 89.47 | -0.74 | -0.91 |"  # only seed 0 is paired
