@@ -16,6 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DATA = "../shared/data/cifar10-jpg.tar.gz"
 SMALL = ("*.json", "*.csv", "*.png", "*.md")
+POLL_SECONDS = 60  # how often a running command's finished runs are copied into docs/results
 
 # The issue's PyTorch baseline recipe (88.7% in torch on this machine), as is:
 BASELINE = (f"train --data {DATA} --model fast --epochs 10 --batch-size 512 --lr 0.2 --momentum 0.9 --nesterov "
@@ -215,6 +216,21 @@ def copy_small(run_dir: Path, dest: Path):
             shutil.copy2(f, target)
 
 
+def copy_finished(run_dir: Path, dest: Path):
+    """Copy what has finished so far under a command's run folder: each run with a summary.json, and a seeds or
+    sweep folder's own summaries (rewritten after each run). Called while a long command runs, so that seed 0
+    of a multi-hour seeds command lands in docs/results when it ends, not when the last seed does."""
+    if not run_dir.is_dir():
+        return
+    for summary in run_dir.rglob("summary.json"):
+        copy_small(summary.parent, dest / summary.parent.relative_to(run_dir))
+    if not (run_dir / "config.json").exists():  # a run's own folder has config.json from its start: not finished
+        for pattern in SMALL:
+            for f in run_dir.glob(pattern):
+                dest.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, dest / f.name)
+
+
 def restore_finished(dest: Path, run_dir: Path):
     """Put the committed outputs of each finished run (a folder with summary.json) under dest back into
     run_dir where it lacks them: a fresh checkout has no runs/, and seeds and sweeps reuse a finished run
@@ -247,10 +263,17 @@ def main():
             dest = results_folder(name, out)
             if argv[0] in ("seeds", "sweep"):
                 restore_finished(dest, ROOT / out)
-            code = subprocess.call([sys.executable, "-m", "minitorch_cifar", *argv, "--no-progress"]
-                                   if argv[0] in ("train", "seeds", "sweep") else [sys.executable, "-m", "minitorch_cifar", *argv], cwd=ROOT)
-            copy_small(ROOT / out, dest)
+            dest.mkdir(parents=True, exist_ok=True)
             (dest / "command.txt").write_text(f"minitorch-cifar {command}\n")
+            process = subprocess.Popen([sys.executable, "-m", "minitorch_cifar", *argv, "--no-progress"]
+                                       if argv[0] in ("train", "seeds", "sweep") else [sys.executable, "-m", "minitorch_cifar", *argv], cwd=ROOT)
+            while True:
+                try:
+                    code = process.wait(timeout=POLL_SECONDS)
+                    break
+                except subprocess.TimeoutExpired:
+                    copy_finished(ROOT / out, dest)
+            copy_small(ROOT / out, dest)
             print(f"exit {code}; copied {out} -> {dest.relative_to(ROOT)}", flush=True)
     return 0
 

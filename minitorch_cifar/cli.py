@@ -83,22 +83,31 @@ def cmd_evaluate(args):
     import numpy as np
     from minitorch_cifar import backend, plots
     from minitorch_cifar.data import load_cifar10
-    from minitorch_cifar.train import evaluate, model_from_checkpoint
+    from minitorch_cifar.train import model_from_checkpoint, predict, score
     backend.set_backend(args.backend)
-    model, meta = model_from_checkpoint(args.checkpoint)
-    data = load_cifar10(args.data or meta["config"]["data"])
-    dtype = np.dtype(meta["config"]["dtype"])
-    loss, acc, preds = evaluate(model, data.test.images, data.test.labels, meta["mean"], meta["std"], tta=args.tta, dtype=dtype)
+    data, logits, members = None, 0.0, []
+    for path in args.checkpoints:  # several: an ensemble, the mean of the models' logits (each its own normalisation)
+        model, meta = model_from_checkpoint(path)
+        if data is None:
+            data = load_cifar10(args.data or meta["config"]["data"])
+        member = predict(model, data.test.images, meta["mean"], meta["std"], tta=args.tta, dtype=np.dtype(meta["config"]["dtype"]))
+        members.append(score(member, data.test.labels)[1])
+        logits = logits + member / len(args.checkpoints)
+    loss, acc, preds = score(logits, data.test.labels)
     labels = data.test.labels
     matrix = np.zeros((10, 10), np.int64)
     np.add.at(matrix, (labels, preds), 1)
     per_class = {c: 100.0 * matrix[i, i] / max(1, matrix[i].sum()) for i, c in enumerate(data.classes)}
-    out = Path(args.out or Path(args.checkpoint).parent)
+    out = Path(args.out or Path(args.checkpoints[0]).parent)
     out.mkdir(parents=True, exist_ok=True)
     metrics = dict(test_accuracy=acc, test_loss=loss, tta=args.tta, per_class_accuracy=per_class,
-                   confusion_matrix=matrix.tolist(), classes=list(data.classes), checkpoint=str(args.checkpoint), data=data.source)
+                   confusion_matrix=matrix.tolist(), classes=list(data.classes), data=data.source,
+                   **({"checkpoint": str(args.checkpoints[0])} if len(members) == 1 else
+                      {"checkpoints": list(map(str, args.checkpoints)), "member_test_accuracies": members}))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plots.confusion(matrix, data.classes, out / "confusion.png")
+    if len(members) > 1:
+        print(f"ensemble of {len(members)}: members " + ", ".join(f"{a:.2f}%" for a in members))
     print(f"test accuracy {acc:.2f}% (loss {loss:.4f}); per class: " + ", ".join(f"{c} {a:.1f}" for c, a in per_class.items()))
     print(f"wrote {out / 'metrics.json'} and {out / 'confusion.png'}")
     return 0
@@ -166,8 +175,9 @@ def build_parser():
     p.add_argument("--config-json", default=None, help="train exactly the TrainConfig in this JSON file (other options ignored)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="test accuracy, per-class accuracy and confusion matrix of a checkpoint")
-    p.add_argument("checkpoint")
+    p = sub.add_parser("evaluate", help="test accuracy, per-class accuracy and confusion matrix of a checkpoint "
+                                         "(of several: their ensemble, the mean of their logits)")
+    p.add_argument("checkpoints", nargs="+")
     p.add_argument("--data", default=None)
     p.add_argument("--out", default=None)
     p.add_argument("--backend", default="numba", choices=["numpy", "numba", "cupy"])

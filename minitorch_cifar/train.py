@@ -144,7 +144,11 @@ def evaluate(model, images, labels, mean, std, batch_size=500, tta=0, dtype=np.f
     """(mean loss, accuracy in percent, predicted labels) over a whole split."""
     if len(labels) == 0:
         return float("nan"), float("nan"), np.zeros(0, np.int64)
-    logits = predict(model, images, mean, std, batch_size, tta, dtype)
+    return score(predict(model, images, mean, std, batch_size, tta, dtype), labels)
+
+
+def score(logits, labels):
+    """(mean cross-entropy, accuracy in percent, predicted labels) of host logits."""
     loss = nn.CrossEntropyLoss().forward(logits.astype(np.float64), np.asarray(labels))
     preds = logits.argmax(axis=1)
     return float(loss), 100.0 * float((preds == labels).mean()), preds

@@ -149,3 +149,29 @@ def test_10_results_restores_committed_runs_so_seeds_accumulate_on_a_new_checkou
     (runs / "seed1" / "summary.json").write_text("changed")
     results.restore_finished(docs, runs)  # never overwrites what a run folder already has
     assert (runs / "seed1" / "summary.json").read_text() == "changed"
+
+
+def test_10_results_copies_each_finished_run_while_the_command_still_runs(tmp_path):
+    """A seeds command of several 2-hour runs: seed 0 reaches docs/results as it ends; seed 1, still training,
+    does not (its history is partial), and a checkpoint never does."""
+    results = results_script()
+    runs, docs = tmp_path / "runs" / "exp", tmp_path / "docs" / "exp"
+    for name in ("config.json", "history.json", "summary.json", "checkpoint.npz"):
+        (runs / "seed0" / name).parent.mkdir(parents=True, exist_ok=True)
+        (runs / "seed0" / name).write_text(name)
+    for name in ("config.json", "history.json", "checkpoint.npz"):
+        (runs / "seed1").mkdir(exist_ok=True)
+        (runs / "seed1" / name).write_text(name)
+    (runs / "seeds.json").write_text("{}")
+    results.copy_finished(runs, docs)
+    assert sorted(p.relative_to(docs).as_posix() for p in docs.rglob("*")) == [
+        "seed0", "seed0/config.json", "seed0/history.json", "seed0/summary.json", "seeds.json"]
+    one_run, its_docs = tmp_path / "runs" / "train", tmp_path / "docs" / "train"
+    one_run.mkdir()
+    (one_run / "config.json").write_text("{}")
+    (one_run / "history.json").write_text("[]")
+    results.copy_finished(one_run, its_docs)  # a single train command still running: nothing to copy yet
+    assert not its_docs.exists()
+    (one_run / "summary.json").write_text("{}")
+    results.copy_finished(one_run, its_docs)
+    assert sorted(p.name for p in its_docs.iterdir()) == ["config.json", "history.json", "summary.json"]

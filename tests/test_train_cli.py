@@ -40,6 +40,28 @@ def test_train_learns_evaluate_and_plot(tiny_folder, tmp_path, capsys):
     assert (tmp_path / "both.png").stat().st_size > 1000
 
 
+def test_evaluate_several_checkpoints_scores_the_mean_of_their_logits(tiny_folder, tmp_path, capsys):
+    """An ensemble of runs: each member's accuracy alone, and the accuracy of the mean of their TTA logits."""
+    from minitorch_cifar.data import load_cifar10
+    from minitorch_cifar.train import model_from_checkpoint, predict
+    runs = [tmp_path / f"seed{s}" for s in (0, 1)]
+    for seed, out in enumerate(runs):
+        assert main(["train", "--data", str(tiny_folder), "--epochs", "1", "--seed", str(seed), "--out", str(out)] + FAST) == 0
+    checkpoints = [str(out / "best.npz") for out in runs]
+    assert main(["evaluate", *checkpoints, "--tta", "1", "--data", str(tiny_folder), "--out", str(tmp_path / "ens")]) == 0
+    metrics = json.loads((tmp_path / "ens" / "metrics.json").read_text())
+    test = load_cifar10(str(tiny_folder)).test
+    member_logits = []
+    for path in checkpoints:
+        model, meta = model_from_checkpoint(path)
+        member_logits.append(predict(model, test.images, meta["mean"], meta["std"], tta=1))
+    alone = [100 * np.mean(logits.argmax(1) == test.labels) for logits in member_logits]
+    ensemble = 100 * np.mean(np.mean(member_logits, axis=0).argmax(1) == test.labels)
+    assert metrics["checkpoints"] == checkpoints and metrics["member_test_accuracies"] == pytest.approx(alone)
+    assert metrics["test_accuracy"] == pytest.approx(ensemble) and np.sum(metrics["confusion_matrix"]) == 60
+    assert "ensemble of 2" in capsys.readouterr().out
+
+
 def _weights(path):
     with np.load(path) as z:
         return {k: z[k] for k in z.files if k.startswith(("model/", "velocity/"))}
