@@ -86,13 +86,19 @@ def cmd_evaluate(args):
     from minitorch_cifar.train import model_from_checkpoint, predict, score
     backend.set_backend(args.backend)
     data, logits, members = None, 0.0, []
-    for path in args.checkpoints:  # several: an ensemble, the mean of the models' logits (each its own normalisation)
-        model, meta = model_from_checkpoint(path)
-        if data is None:
-            data = load_cifar10(args.data or meta["config"]["data"])
-        member = predict(model, data.test.images, meta["mean"], meta["std"], tta=args.tta, dtype=np.dtype(meta["config"]["dtype"]))
-        members.append(score(member, data.test.labels)[1])
-        logits = logits + member / len(args.checkpoints)
+    precision = backend.get_float32_matmul_precision()
+    backend.set_float32_matmul_precision(args.matmul_precision)
+    try:
+        for path in args.checkpoints:  # several: an ensemble, the mean of the models' logits (each its own normalisation)
+            model, meta = model_from_checkpoint(path)
+            if data is None:
+                data = load_cifar10(args.data or meta["config"]["data"])
+            member = predict(model, data.test.images, meta["mean"], meta["std"], tta=args.tta,
+                             dtype=np.dtype(meta["config"]["dtype"]))
+            members.append(score(member, data.test.labels)[1])
+            logits = logits + member / len(args.checkpoints)
+    finally:  # the switch is process-wide; leave it as it was for whoever calls next
+        backend.set_float32_matmul_precision(precision)
     loss, acc, preds = score(logits, data.test.labels)
     labels = data.test.labels
     matrix = np.zeros((10, 10), np.int64)
@@ -100,7 +106,8 @@ def cmd_evaluate(args):
     per_class = {c: 100.0 * matrix[i, i] / max(1, matrix[i].sum()) for i, c in enumerate(data.classes)}
     out = Path(args.out or Path(args.checkpoints[0]).parent)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = dict(test_accuracy=acc, test_loss=loss, tta=args.tta, per_class_accuracy=per_class,
+    metrics = dict(test_accuracy=acc, test_loss=loss, tta=args.tta, matmul_precision=args.matmul_precision,
+                   per_class_accuracy=per_class,
                    confusion_matrix=matrix.tolist(), classes=list(data.classes), data=data.source,
                    **({"checkpoint": str(args.checkpoints[0])} if len(members) == 1 else
                       {"checkpoints": list(map(str, args.checkpoints)), "member_test_accuracies": members}))
@@ -182,6 +189,9 @@ def build_parser():
     p.add_argument("--out", default=None)
     p.add_argument("--backend", default="numba", choices=["numpy", "numba", "cupy"])
     p.add_argument("--tta", type=int, nargs="?", const=1, default=0, choices=[0, 1, 2])
+    p.add_argument("--matmul-precision", default="highest", choices=["highest", "medium"],
+                   help="medium: the convolutions' GEMMs on bfloat16 operands, as the runs trained with it evaluate "
+                        "at their end (faster where there is AMX; the default is float32)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("plot", help="curves of one run, or several overlaid")

@@ -62,6 +62,30 @@ def test_evaluate_several_checkpoints_scores_the_mean_of_their_logits(tiny_folde
     assert "ensemble of 2" in capsys.readouterr().out
 
 
+def test_evaluate_matmul_precision_medium_rounds_the_gemm_operands_to_bfloat16(tiny_folder, tmp_path):
+    """evaluate --matmul-precision medium scores the logits of bfloat16 GEMMs, then leaves the switch as it found it."""
+    from minitorch_cifar import backend
+    from minitorch_cifar.data import load_cifar10
+    from minitorch_cifar.train import model_from_checkpoint, predict, score
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_folder), "--epochs", "1", "--out", str(out)] + FAST) == 0
+    assert main(["evaluate", str(out / "best.npz"), "--backend", "numpy", "--matmul-precision", "medium",
+                 "--data", str(tiny_folder), "--out", str(tmp_path / "ev")]) == 0
+    assert backend.get_float32_matmul_precision() == "highest"
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    test = load_cifar10(str(tiny_folder)).test
+    model, meta = model_from_checkpoint(out / "best.npz")
+    losses = {}
+    for precision in ("highest", "medium"):
+        backend.set_float32_matmul_precision(precision)
+        try:
+            losses[precision] = score(predict(model, test.images, meta["mean"], meta["std"]), test.labels)[0]
+        finally:
+            backend.set_float32_matmul_precision("highest")
+    assert metrics["matmul_precision"] == "medium" and metrics["test_loss"] == pytest.approx(losses["medium"], rel=1e-6)
+    assert abs(losses["medium"] - losses["highest"]) > 1e-6 * losses["highest"]
+
+
 def _weights(path):
     with np.load(path) as z:
         return {k: z[k] for k in z.files if k.startswith(("model/", "velocity/"))}
