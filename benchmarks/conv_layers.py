@@ -4,6 +4,8 @@
     python benchmarks/conv_layers.py --arch fast --batch 512 --bf16   # both on bfloat16 operands: ..._fast_bf16.json
     python benchmarks/conv_layers.py --arch fast --batch 512 --blas   # + the kernels on the other float32 GEMM
                                                                       # (MKL's or OpenBLAS's: conv.FLOAT_BLAS)
+    python benchmarks/conv_layers.py --arch fast --batch 512 --bf16 --width 2   # the network at twice the channels:
+                                                                      # ..._fast_bf16_w2.json
 
 For every Conv2d of the architecture (shapes taken from the model itself): the numba kernel as it runs
 (the row-shift path or im2col per image where they apply, see kernels/cpu/conv.py) and with im2col in
@@ -24,9 +26,9 @@ import minitorch_cifar as mc
 from minitorch_cifar import machine, models, nn
 
 
-def conv_shapes(arch, batch):
+def conv_shapes(arch, batch, width=1.0):
     """(in, out, kernel, padding, stride, H, W) of every Conv2d, in order, by running a forward pass."""
-    model, shapes = models.build_model(arch), []
+    model, shapes = models.build_model(arch, width=width), []
     x = np.zeros((batch, 3, 32, 32), np.float32)
     for layer in model.layers:
         if isinstance(layer, nn.Conv2d):
@@ -39,6 +41,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--arch", default="fast", choices=["simple", "deeper", "fast"])  # flat Sequentials
     p.add_argument("--batch", type=int, default=512)
+    p.add_argument("--width", type=float, default=1.0, help="the models' channel multiplier (train --width)")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--bf16", action="store_true", help="both frameworks' convolutions on bfloat16 operands "
@@ -74,11 +77,11 @@ def main():
     other = "openblas" if chosen == "mkl" else "mkl"
     paths = ("default", *(("unpacked",) if args.bf16 else ()), *(("other-blas",) if args.blas else ()), "im2col")
     extra = (f"{'not packed':>16}" if args.bf16 else "") + (f"{'numba ' + other:>16}" if args.blas else "")
-    print(f"{args.arch}, batch {args.batch}, {args.threads} threads{', bfloat16 operands' if args.bf16 else ''}; "
+    print(f"{args.arch} at width {args.width:g}, batch {args.batch}, {args.threads} threads{', bfloat16 operands' if args.bf16 else ''}; "
           f"float32 GEMMs in the kernels: {chosen}; ms per call (forward / backward)")
     print(f"{'layer':<22}{'numba (path)':>24}{extra}{'im2col forced':>16}{'torch':>16}{'sgemm':>9}{'torch':>9}  (GFLOP/s: NumPy's"
           f" GEMM on the layer's forward product; torch's forward conv)")
-    for c, f, k, pad, stride, h, w in conv_shapes(args.arch, args.batch):
+    for c, f, k, pad, stride, h, w in conv_shapes(args.arch, args.batch, args.width):
         x = rng.standard_normal((args.batch, c, h, w)).astype(np.float32)
         wt = (0.1 * rng.standard_normal((f, c, k, k))).astype(np.float32)
         b = np.zeros(f, np.float32)
@@ -129,8 +132,8 @@ def main():
     print(f"{'total (fwd+bwd)':<29}" + "".join(f"{total(key):>{16 if i else 15}.1f}" for i, key in enumerate(
         ("numba_ms", *(("not_packed_ms",) if args.bf16 else ()), *((f"numba_{other}_ms",) if args.blas else ()),
          "im2col_forced_ms", "torch_ms"))))
-    out = Path(args.out or Path(__file__).resolve().parent / "results" / f"conv_layers_{args.arch}{'_bf16' if args.bf16 else ''}.json")
-    out.write_text(json.dumps(dict(machine=machine.describe(), arch=args.arch, batch=args.batch, threads=args.threads, bf16=args.bf16,
+    out = Path(args.out or Path(__file__).resolve().parent / "results" / f"conv_layers_{args.arch}{'_bf16' if args.bf16 else ''}{f'_w{args.width:g}' if args.width != 1 else ''}.json")
+    out.write_text(json.dumps(dict(machine=machine.describe(), arch=args.arch, width=args.width, batch=args.batch, threads=args.threads, bf16=args.bf16,
                                    float_blas=chosen, layers=rows), indent=2))
     print(f"wrote {out}")
 
