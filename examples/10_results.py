@@ -41,6 +41,12 @@ def changed(options, old, new=""):
         raise ValueError(f"{old!r} is not in the options {options!r}")
     return options.replace(old, new)
 
+def long_w2_options(epochs):
+    """`fast` at width 2 with airbench96's augmentation (cutout 12, 4-pixel translations): the 2-hour recipes."""
+    return (f"{changed(fast_options(epochs), '--augment crop,altflip --padding 2', '--augment crop,altflip,cutout --padding 4 --cutout-size 12')} "
+            f"--width 2 --matmul-precision medium --bn-momentum 0.4 --whiten-bias-epochs 3 --sync-bn")
+
+
 # the `deeper` recipe: the issue's baseline at batch 512 (lr 0.4) with alternating flips, TTA level 2, sync BN
 DEEPER = (f"--data {DATA} --model deeper --epochs {{epochs}} --batch-size 512 --lr 0.4 --momentum 0.9 --nesterov "
           f"--weight-decay 5e-4 --schedule onecycle --warmup 0.2 --label-smoothing 0.2 --augment crop,altflip --padding 2 "
@@ -158,16 +164,10 @@ EXPERIMENTS = {
     # a run stays inside the 2-hour budget (about 1.8x long-w15-e24-cutout's convolution work per epoch).
     # 92.08, 92.42 (mean 92.25%) in 56.0 and 53.4 min on the Intel Xeon with AMX (an AVX2-only AMD EPYC had
     # not finished one epoch in 16 minutes)
-    "long-w2-e20-cutout": [f"seeds --seeds 0 1 --ranks 2 "
-                           f"{changed(fast_options(20), '--augment crop,altflip --padding 2', '--augment crop,altflip,cutout --padding 4 --cutout-size 12')} "
-                           f"--width 2 --matmul-precision medium --bn-momentum 0.4 --whiten-bias-epochs 3 --sync-bn "
-                           f"--out runs/long-w2-e20-cutout"],
+    "long-w2-e20-cutout": [f"seeds --seeds 0 1 --ranks 2 {long_w2_options(20)} --out runs/long-w2-e20-cutout"],
     # the same network trained twice as long (its train accuracy was still 95.6% at the end of 20 epochs): one
     # run of ~110 minutes on the Xeon with AMX, inside the 2-hour budget as a single network
-    "long-w2-e40-cutout": [f"seeds --seeds 0 1 --ranks 2 "
-                           f"{changed(fast_options(40), '--augment crop,altflip --padding 2', '--augment crop,altflip,cutout --padding 4 --cutout-size 12')} "
-                           f"--width 2 --matmul-precision medium --bn-momentum 0.4 --whiten-bias-epochs 3 --sync-bn "
-                           f"--out runs/long-w2-e40-cutout"],
+    "long-w2-e40-cutout": [f"seeds --seeds 0 1 --ranks 2 {long_w2_options(40)} --out runs/long-w2-e40-cutout"],
     # two of those runs as one classifier (the mean of their TTA logits; needs both runs' best.npz): a recipe of
     # two 55-minute runs one after the other, inside the 2-hour budget
     "long-w2-e20-ensemble": [f"evaluate runs/long-w2-e20-cutout/seed0/best.npz runs/long-w2-e20-cutout/seed1/best.npz "

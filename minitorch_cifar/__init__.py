@@ -8,7 +8,7 @@ os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 from minitorch_cifar import backend, nn, optim
 from minitorch_cifar.backend import (get_backend, get_default_dtype, get_float32_matmul_precision, set_backend,
                                      set_default_dtype, set_float32_matmul_precision,
-                                     to_numpy, use_backend)
+                                     to_numpy, use_backend, use_float32_matmul_precision)
 from minitorch_cifar.gradcheck import GradcheckError, gradcheck
 from minitorch_cifar.nn.module import manual_seed
 

@@ -112,6 +112,17 @@ def get_float32_matmul_precision() -> str:
     return _state.matmul_precision
 
 
+@contextlib.contextmanager
+def use_float32_matmul_precision(precision: str):
+    """``with mc.use_float32_matmul_precision("medium"): ...`` switches the GEMM precision for the block only."""
+    previous = _state.matmul_precision
+    set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        _state.matmul_precision = previous  # already checked when it was set
+
+
 def _require_bf16_gemm():
     from minitorch_cifar import machine
     from minitorch_cifar.kernels.cpu import bf16

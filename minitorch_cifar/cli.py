@@ -86,9 +86,7 @@ def cmd_evaluate(args):
     from minitorch_cifar.train import model_from_checkpoint, predict, score
     backend.set_backend(args.backend)
     data, logits, members = None, 0.0, []
-    precision = backend.get_float32_matmul_precision()
-    backend.set_float32_matmul_precision(args.matmul_precision)
-    try:
+    with backend.use_float32_matmul_precision(args.matmul_precision):
         for path in args.checkpoints:  # several: an ensemble, the mean of the models' logits (each its own normalisation)
             model, meta = model_from_checkpoint(path)
             if data is None:
@@ -97,8 +95,6 @@ def cmd_evaluate(args):
                              dtype=np.dtype(meta["config"]["dtype"]))
             members.append(score(member, data.test.labels)[1])
             logits = logits + member / len(args.checkpoints)
-    finally:  # the switch is process-wide; leave it as it was for whoever calls next
-        backend.set_float32_matmul_precision(precision)
     loss, acc, preds = score(logits, data.test.labels)
     labels = data.test.labels
     matrix = np.zeros((10, 10), np.int64)

@@ -77,11 +77,8 @@ def test_evaluate_matmul_precision_medium_rounds_the_gemm_operands_to_bfloat16(t
     model, meta = model_from_checkpoint(out / "best.npz")
     losses = {}
     for precision in ("highest", "medium"):
-        backend.set_float32_matmul_precision(precision)
-        try:
+        with backend.use_float32_matmul_precision(precision):
             losses[precision] = score(predict(model, test.images, meta["mean"], meta["std"]), test.labels)[0]
-        finally:
-            backend.set_float32_matmul_precision("highest")
     assert metrics["matmul_precision"] == "medium" and metrics["test_loss"] == pytest.approx(losses["medium"], rel=1e-6)
     assert abs(losses["medium"] - losses["highest"]) > 1e-6 * losses["highest"]
 
