@@ -83,3 +83,36 @@ def bars(names, values, path, ylabel="test accuracy (%)", title=""):
         ax.text(i, v, f"{v:.1f}", ha="center", va="bottom", fontsize=8)
     ax.set(ylabel=ylabel, title=title)
     return _save(fig, path)
+
+
+def budget(points, path, targets=(), extrapolation=None, title="test accuracy against minutes a run"):
+    """Accuracy against time on a log2 axis: points are dicts with name, minutes, mean, min, max (a bar over the
+    seeds) and named (False: grey and unlabelled); targets are (minutes, accuracy) corners of the regions to reach (up and to the left of each);
+    extrapolation is ((minutes, accuracy), (minutes, accuracy)), drawn dotted."""
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for p in points:  # the named ones (the frontier, say) in colour; the rest as grey context
+        named = p.get("named", True)
+        ax.errorbar(p["minutes"], p["mean"], yerr=[[p["mean"] - p["min"]], [p["max"] - p["mean"]]], fmt="o",
+                    color="C0" if named else "0.6", ms=4 if named else 3, capsize=2, zorder=3 if named else 2)
+        if named:
+            ax.annotate(f"{p['name']} ({p['mean']:.2f}%)", (p["minutes"], p["mean"]), fontsize=7, xytext=(4, -10),
+                        textcoords="offset points")
+    for i, (minutes, accuracy) in enumerate(targets):
+        color = f"C{i + 1}"
+        ax.fill_between([0.1, minutes], accuracy, 100, color=color, alpha=0.1)
+        ax.plot([0.1, minutes, minutes], [accuracy, accuracy, 100], "--", color=color, lw=1,
+                label=f"target: >= {accuracy:g}% in <= {minutes:g} min")
+    if extrapolation:
+        (x0, y0), (x1, y1) = extrapolation
+        ax.plot([x0, x1], [y0, y1], ":", color="C3", label=f"extrapolated: {y1:g}% at {x1:.0f} min")
+    if targets or extrapolation:
+        ax.legend(fontsize=7, loc="lower right")
+    xs = [p["minutes"] for p in points] + [m for m, _ in targets] + ([extrapolation[1][0]] if extrapolation else [])
+    ys = [p["min"] for p in points] + [a for _, a in targets]
+    ax.set_xscale("log", base=2)
+    ticks = [t for t in (5, 10, 15, 30, 60, 120, 240, 480) if min(xs) / 1.3 <= t <= max(xs) * 1.3]
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.set(xlim=(min(xs) / 1.3, max(xs) * 1.3), ylim=(min(ys) - 0.5, max(ys) + 0.7), xlabel="minutes a run (log scale)",
+           ylabel="test accuracy (%)", title=title)
+    ax.grid(alpha=0.3, which="both")
+    return _save(fig, path)

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
 from minitorch_cifar.cli import main
 
@@ -175,3 +176,37 @@ def test_10_results_copies_each_finished_run_while_the_command_still_runs(tmp_pa
     (one_run / "summary.json").write_text("{}")
     results.copy_finished(one_run, its_docs)
     assert sorted(p.name for p in its_docs.iterdir()) == ["config.json", "history.json", "summary.json"]
+
+
+def test_14_budget_extrapolates_from_the_seeds_two_epoch_budgets_share(tmp_path):
+    """Accuracy per doubling of the minutes, from the seeds both experiments ran: seed 1 of the shorter one has
+    no partner and must not move the figure; recipes that differ in more than epochs are refused."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("budget_14", EXAMPLES / "14_budget.py")
+    budget = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(budget)
+
+    def write(name, model, epochs, accuracies, minutes, width=2.0):
+        folder = tmp_path / name
+        folder.mkdir()
+        seeds = list(range(len(accuracies)))
+        folder.joinpath("seeds.json").write_text(json.dumps({
+            "test_accuracies": accuracies, "seeds": seeds, "mean": sum(accuracies) / len(accuracies),
+            "min": min(accuracies), "max": max(accuracies), "minutes_per_run": minutes, "data": "jpeg",
+            "recipe": {"model": model, "epochs": epochs, "width": width}}))
+
+    write("short", "fast", 20, [92.0, 95.0], 50.0)  # seed 1 alone would lift the shorter mean to 93.5
+    write("long", "fast", 40, [92.5], 100.0)
+    write("slow-and-worse", "fast", 10, [91.0], 200.0)
+    write("vgg", "deeper", 30, [90.0], 200.0)  # not the fast network: not a point
+    summary = budget.main(["short", "long", "--target", "93", "--results", str(tmp_path)])
+    fit = summary["extrapolation"]
+    assert fit["seeds"] == [0] and fit["gain_per_doubling"] == pytest.approx(0.5)
+    assert fit["minutes_to_target"] == pytest.approx(200.0)  # one more doubling for the next 0.5 points
+    frontier = {p["name"]: p["named"] for p in summary["points"]}
+    assert frontier == {"short": True, "long": False, "slow-and-worse": False}  # short: mean 93.5 in 50 min
+    assert json.loads((tmp_path / "budget.json").read_text())["extrapolation"]["minutes_to_target"] == pytest.approx(200.0)
+    assert (tmp_path / "budget.png").stat().st_size > 0
+    write("wider", "fast", 40, [92.9], 120.0, width=3.0)
+    with pytest.raises(SystemExit, match="width"):
+        budget.main(["short", "wider", "--results", str(tmp_path)])
