@@ -11,6 +11,7 @@ Writes docs/results/budget.json and budget.png; prints the table of points.
 import argparse
 import json
 import math
+import statistics
 from pathlib import Path
 
 from minitorch_cifar import plots
@@ -40,7 +41,7 @@ def per_doubling(shorter: dict, longer: dict, target: float):
     common = sorted(a.keys() & b.keys())
     if not common:
         raise SystemExit("the two experiments have no seed in common")
-    mean_a, mean_b = (sum(x[s] for s in common) / len(common) for x in (a, b))
+    mean_a, mean_b = (statistics.fmean(x[s] for s in common) for x in (a, b))
     gain = (mean_b - mean_a) / math.log2(longer["minutes_per_run"] / shorter["minutes_per_run"])
     minutes = longer["minutes_per_run"] * 2 ** ((target - mean_b) / gain) if gain > 0 else math.inf
     return {"seeds": common, "shorter_mean": mean_a, "longer_mean": mean_b, "gain_per_doubling": gain,
