@@ -70,6 +70,7 @@ def test_row_shift_convolution_equals_reference(n, c, f, h, w, half, dtype, grou
     x, wt, b = _x((n, c, h, w), dtype), _x((f, c, k, k), dtype, 1), _x((f,), dtype, 2) if bias else None
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cpu.conv, "ROW_SHIFT_MIN_CHANNELS", 1)
+        mp.setattr(cpu.conv, "WINOGRAD", False)  # 3x3 layers of 16+ channels would go to Winograd
         mp.setattr(cpu.conv, "GROUP_COLUMNS", group_columns)
         mp.setattr(cpu.conv, "FLOAT_BLAS", blas)
         assert cpu.conv._row_shift_applies(x, k, k, 1, half)
@@ -111,6 +112,49 @@ def test_per_image_im2col_convolution_equals_reference(g, f, bias, need_dx, blas
             np.testing.assert_allclose(ours, ref, rtol=tol, atol=tol * 10)
 
 
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 5), c=st.integers(1, 20), f=st.integers(1, 6), h=st.integers(1, 11), w=st.integers(1, 11),
+       dtype=st.sampled_from([np.float32, np.float64]), columns=st.sampled_from([1, 20, 10_000]),
+       bias=st.booleans(), need_dx=st.booleans(), blas=st.sampled_from(["mkl", "openblas"]))
+@example(n=3, c=17, f=4, h=7, w=7, dtype=np.float64, columns=20, bias=True, need_dx=True, blas="mkl")  # the fast net's 7x7
+@example(n=2, c=2, f=3, h=1, w=6, dtype=np.float32, columns=1, bias=False, need_dx=True, blas="openblas")
+def test_winograd_convolution_equals_reference(n, c, f, h, w, dtype, columns, bias, need_dx, blas):
+    """3x3, stride 1, padding 1: Winograd F(4x4, 3x3), sizes that are not multiples of the 4x4 tiles (the
+    last tiles partly outside), one image per group of GEMMs or several. float64 to 1e-12 checks that the
+    transforms and their adjoints are exact; float32 to 1e-4 bounds the transforms' extra rounding."""
+    if not cpu.bf16.available():
+        pytest.skip(f"the Winograd path needs MKL: {cpu.bf16.why_unavailable()}")
+    x, wt, b = _x((n, c, h, w), dtype), _x((f, c, 3, 3), dtype, 1), _x((f,), dtype, 2) if bias else None
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cpu.conv, "WINOGRAD_MIN_CHANNELS", 1)
+        mp.setattr(cpu.conv, "WINOGRAD_COLUMNS", columns)
+        mp.setattr(cpu.conv, "FLOAT_BLAS", blas)
+        assert cpu.conv._winograd_applies(x, 3, 3, 1, 1)
+        y, saved = cpu.conv.conv2d_forward(x, wt, b, 1, 1)
+        dout = _x(y.shape, dtype, 3)
+        dx, dw, db = cpu.conv.conv2d_backward(dout, saved, wt, 1, 1, need_dx, bias)
+    ry, rsaved = conv.conv2d_forward.reference(x, wt, b, 1, 1)
+    rdx, rdw, rdb = conv.conv2d_backward.reference(dout, rsaved, wt, 1, 1, need_dx, bias)
+    assert (dx is None) == (not need_dx) and (db is None) == (not bias)
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    for ours, ref in ((y, ry), (dx, rdx), (dw, rdw), (db, rdb)):
+        if ref is not None:
+            np.testing.assert_allclose(ours, ref, rtol=tol, atol=tol * 10)
+
+
+def test_winograd_only_where_it_applies(monkeypatch):
+    """3x3 stride-1 "same" layers of 16+ channels in float32/64; bfloat16 operands keep the row-shift path."""
+    if not cpu.bf16.available():
+        pytest.skip(f"needs MKL: {cpu.bf16.why_unavailable()}")
+    applies = cpu.conv._winograd_applies
+    x = _x((2, 16, 8, 8), np.float32)
+    assert applies(x, 3, 3, 1, 1) and applies(x.astype(np.float64), 3, 3, 1, 1)
+    assert not applies(x[:, :15], 3, 3, 1, 1) and not applies(x, 3, 3, 2, 1) and not applies(x, 5, 5, 1, 2)
+    assert not applies(cpu.bf16.to_bf16(x), 3, 3, 1, 1)
+    monkeypatch.setattr(cpu.conv, "WINOGRAD", False)
+    assert not applies(x, 3, 3, 1, 1)
+
+
 @pytest.mark.parametrize("vendor, picked", [("GenuineIntel", "mkl"), ("AuthenticAMD", "openblas"), (None, "mkl")])
 def test_float_gemms_are_mkls_on_intel_and_openblas_elsewhere(monkeypatch, vendor, picked):
     if not cpu.blas.openblas_available():
@@ -144,6 +188,7 @@ def test_without_mkl_every_convolution_takes_im2col(monkeypatch):
     monkeypatch.setattr(cpu.bf16, "available", lambda: False)
     x, wt = _x((2, 8, 6, 6), np.float32), _x((4, 8, 3, 3), np.float32, 1)
     assert not cpu.conv._row_shift_applies(x, 3, 3, 1, 1)
+    assert not cpu.conv._winograd_applies(_x((2, 16, 6, 6), np.float32), 3, 3, 1, 1)
     assert not cpu.conv._image_im2col_applies(32, 32)
     y, saved = cpu.conv.conv2d_forward(x, wt, None, 1, 1)
     np.testing.assert_allclose(y, conv.conv2d_forward.reference(x, wt, None, 1, 1)[0], rtol=1e-4, atol=1e-4)

@@ -573,11 +573,334 @@ def _image_im2col_backward(dout, xg, weight, stride, padding, need_dx):
     return (dx if need_dx else None), dw_all.sum(axis=0).reshape(weight.shape)
 
 
+# --------------------------------------------------- 3x3 "same" layers in float32: Winograd F(4x4, 3x3)
+# Lavin & Gray 2016 ("Fast Algorithms for Convolutional Neural Networks"): each 4x4 block of outputs is
+# A^T [(G w G^T) * (B^T d B)] A, d the 6x6 input patch around it, w the 3x3 filter, * elementwise: 36
+# multiplications per (input channel, output channel) pair instead of 144. Over a group of images the 36
+# products become 36 GEMMs, U[k] (F, C) @ V[k] (C, tiles): 4x fewer GEMM FLOPs than im2col, less where H or
+# W is not a multiple of 4 (the last tiles partly outside). The backward is the exact adjoint of the same steps:
+#   dU[k] = sum over tiles dM[k] V[k]^T,  dM = A dY A^T per tile;   dw = G^T dU G
+#   dV[k] = U[k]^T dM[k];                  dx = sum over tiles of B dV B^T, back where d came from.
+# V is laid out (C, 36, tiles) and M (F, 36, tiles): a plane's 36 transformed rows sit together, and the GEMMs
+# read V[:, k] with a row stride of 36 rows (padded off multiples of 4 KB, which made the GEMMs 1.3x slower).
+# float32 and float64 only: under matmul precision "medium" the row-shift path's bfloat16 GEMMs run instead.
+WINOGRAD = True
+WINOGRAD_MIN_CHANNELS = 16  # thinner layers: transforms cost more than the GEMMs save
+WINOGRAD_COLUMNS = 128  # tiles per GEMM (whole images, at least one): V and M stay in cache between steps
+WINOGRAD_PAD = 16
+_G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
+               [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
+
+
+def _winograd_applies(xg, kh, kw, stride, padding):
+    return (WINOGRAD and xg.dtype in (np.float32, np.float64) and kh == kw == 3 and stride == 1 and padding == 1
+            and xg.shape[1] >= WINOGRAD_MIN_CHANNELS and bf16.available())
+
+
+# The transforms' integer coefficients as float32: an int64 constant would turn float32 arithmetic into float64
+_2, _4, _5, _8 = np.float32(2), np.float32(4), np.float32(5), np.float32(8)
+
+
+@njit(inline="always")
+def _bt(d0, d1, d2, d3, d4, d5):
+    """B^T (6x6) times a column (d0..d5)."""
+    return (_4 * d0 - _5 * d2 + d4, d3 + d4 - _4 * (d1 + d2), _4 * (d1 - d2) - d3 + d4, _2 * (d3 - d1) - d2 + d4,
+            _2 * (d1 - d3) - d2 + d4, _4 * d1 - _5 * d3 + d5)
+
+
+@njit(inline="always")
+def _b(v0, v1, v2, v3, v4, v5):
+    """B times a column: the adjoint of _bt."""
+    return (_4 * v0, _4 * (v2 - v1 + v5) + _2 * (v4 - v3), -_5 * v0 - _4 * (v1 + v2) - v3 - v4,
+            v1 - v2 + _2 * (v3 - v4) - _5 * v5, v0 + v1 + v2 + v3 + v4, v5)
+
+
+@njit(inline="always")
+def _at(m0, m1, m2, m3, m4, m5):
+    """A^T (4x6) times a column."""
+    return m0 + m1 + m2 + m3 + m4, m1 - m2 + _2 * (m3 - m4), m1 + m2 + _4 * (m3 + m4), m1 - m2 + _8 * (m3 - m4) + m5
+
+
+@njit(inline="always")
+def _a(y0, y1, y2, y3):
+    """A times a column: the adjoint of _at."""
+    return (y0, y0 + y1 + y2 + y3, y0 - y1 + y2 - y3, y0 + _2 * y1 + _4 * y2 + _8 * y3, y0 - _2 * y1 + _4 * y2 - _8 * y3,
+            y3)
+
+
+@njit(inline="always")
+def _input_tiles(x, n0, n1, V, pad, rows):
+    """V[c, 6r + s, (n - n0)*TH*TW + i*TW + j] = (B^T d B)[r, s], d = x[n, c, 4i-1 : 4i+5, 4j-1 : 4j+5] (zeros
+    outside the image). pad (4TH + 2, 4TW + 2) has a zero border; rows (6, TH, 4TW + 2) is scratch."""
+    _, C, H, W = x.shape
+    TH, PW = rows.shape[1], rows.shape[2]
+    TW = (PW - 2) // 4
+    for n in range(n0, n1):
+        col = (n - n0) * TH * TW
+        for c in range(C):
+            plane = x[n, c]
+            for h in range(H):
+                for w in range(W):
+                    pad[h + 1, w + 1] = plane[h, w]
+            for i in range(TH):  # B^T d on whole padded rows at once
+                for w in range(PW):
+                    e = _bt(pad[4 * i, w], pad[4 * i + 1, w], pad[4 * i + 2, w], pad[4 * i + 3, w], pad[4 * i + 4, w],
+                            pad[4 * i + 5, w])
+                    rows[0, i, w], rows[1, i, w], rows[2, i, w], rows[3, i, w], rows[4, i, w], rows[5, i, w] = e
+            Vc = V[c]
+            for r in range(6):  # (B^T d) B: the same along each row, four columns apart per tile
+                for i in range(TH):
+                    row, at = rows[r, i], col + i * TW
+                    for j in range(TW):
+                        e = _bt(row[4 * j], row[4 * j + 1], row[4 * j + 2], row[4 * j + 3], row[4 * j + 4], row[4 * j + 5])
+                        k = 6 * r
+                        Vc[k, at + j], Vc[k + 1, at + j], Vc[k + 2, at + j], Vc[k + 3, at + j], Vc[k + 4, at + j], Vc[k + 5, at + j] = e
+
+
+@njit(inline="always")
+def _input_tiles_adjoint(dV, dx, n0, n1, pad, rows):
+    """dx[n0:n1] = the sum over tiles of B dV B^T, each added where _input_tiles read its patch (pad, rows:
+    scratch shaped as _input_tiles', not the same arrays)."""
+    _, C, H, W = dx.shape
+    TH, PW = rows.shape[1], rows.shape[2]
+    TW = (PW - 2) // 4
+    for n in range(n0, n1):
+        col = (n - n0) * TH * TW
+        for c in range(C):
+            dVc = dV[c]
+            rows[:] = 0
+            for r in range(6):  # dV B^T along each row, overlapping tiles added
+                for i in range(TH):
+                    row, at = rows[r, i], col + i * TW
+                    for j in range(TW):
+                        e = _b(dVc[6 * r, at + j], dVc[6 * r + 1, at + j], dVc[6 * r + 2, at + j], dVc[6 * r + 3, at + j],
+                               dVc[6 * r + 4, at + j], dVc[6 * r + 5, at + j])
+                        e0, e1, e2, e3, e4, e5 = e
+                        w = 4 * j
+                        row[w] += e0
+                        row[w + 1] += e1
+                        row[w + 2] += e2
+                        row[w + 3] += e3
+                        row[w + 4] += e4
+                        row[w + 5] += e5
+            pad[:] = 0
+            for i in range(TH):  # B (...) down the columns
+                for w in range(PW):
+                    e = _b(rows[0, i, w], rows[1, i, w], rows[2, i, w], rows[3, i, w], rows[4, i, w], rows[5, i, w])
+                    e0, e1, e2, e3, e4, e5 = e
+                    h = 4 * i
+                    pad[h, w] += e0
+                    pad[h + 1, w] += e1
+                    pad[h + 2, w] += e2
+                    pad[h + 3, w] += e3
+                    pad[h + 4, w] += e4
+                    pad[h + 5, w] += e5
+            plane = dx[n, c]
+            for h in range(H):
+                for w in range(W):
+                    plane[h, w] = pad[h + 1, w + 1]
+
+
+@njit(inline="always")
+def _output_tiles(M, out, n0, n1, bias, TH, TW, cols):
+    """out[n, f, 4i : 4i+4, 4j : 4j+4] = A^T m A + bias, m[r, s] = M[f, 6r + s, tile]; the parts of edge tiles
+    outside the image dropped. cols: (6, 4) scratch for A^T m."""
+    _, F, H, W = out.shape
+    for n in range(n0, n1):
+        for f in range(F):
+            b = bias[f] if bias.size else 0
+            Mf, plane = M[f], out[n, f]
+            for i in range(TH):
+                for j in range(TW):
+                    t = (n - n0) * TH * TW + i * TW + j
+                    for s in range(6):  # A^T m, column by column
+                        e = _at(Mf[s, t], Mf[6 + s, t], Mf[12 + s, t], Mf[18 + s, t], Mf[24 + s, t], Mf[30 + s, t])
+                        cols[s, 0], cols[s, 1], cols[s, 2], cols[s, 3] = e
+                    for a in range(4):  # (A^T m) A, row by row
+                        h = 4 * i + a
+                        if h < H:
+                            e = _at(cols[0, a], cols[1, a], cols[2, a], cols[3, a], cols[4, a], cols[5, a])
+                            w = 4 * j
+                            if w + 3 < W:
+                                plane[h, w], plane[h, w + 1], plane[h, w + 2], plane[h, w + 3] = e[0] + b, e[1] + b, e[2] + b, e[3] + b
+                            else:
+                                e0, e1, e2, _ = e
+                                plane[h, w] = e0 + b
+                                if w + 1 < W:
+                                    plane[h, w + 1] = e1 + b
+                                if w + 2 < W:
+                                    plane[h, w + 2] = e2 + b
+
+
+@njit(inline="always")
+def _output_tiles_adjoint(dout, dM, n0, n1, TH, TW, cols):
+    """dM[f, 6r + s, tile] = (A dy A^T)[r, s], dy = dout[n, f, 4i : 4i+4, 4j : 4j+4] (zeros outside the image).
+    cols: (6, 4) scratch for A dy."""
+    _, F, H, W = dout.shape
+    cols[0, 0] = 0
+    zero = cols[0, 0]  # of the arrays' type
+    for n in range(n0, n1):
+        for f in range(F):
+            plane, dMf = dout[n, f], dM[f]
+            for i in range(TH):
+                for j in range(TW):
+                    t = (n - n0) * TH * TW + i * TW + j
+                    for b in range(4):  # A dy, column by column (zeros outside the image)
+                        w = 4 * j + b
+                        y0 = plane[4 * i, w] if w < W else zero
+                        y1 = plane[4 * i + 1, w] if w < W and 4 * i + 1 < H else zero
+                        y2 = plane[4 * i + 2, w] if w < W and 4 * i + 2 < H else zero
+                        y3 = plane[4 * i + 3, w] if w < W and 4 * i + 3 < H else zero
+                        e = _a(y0, y1, y2, y3)
+                        cols[0, b], cols[1, b], cols[2, b], cols[3, b], cols[4, b], cols[5, b] = e
+                    for r in range(6):  # (A dy) A^T, row by row
+                        e = _a(cols[r, 0], cols[r, 1], cols[r, 2], cols[r, 3])
+                        k = 6 * r
+                        dMf[k, t], dMf[k + 1, t], dMf[k + 2, t], dMf[k + 3, t], dMf[k + 4, t], dMf[k + 5, t] = e
+
+
+@njit(**OPTS)
+def _winograd_forward_kernel(x, U, bias, out, V_all, M_all, pad_all, rows_all, cols_all, G, gemms):
+    N, C, H, W = x.shape
+    F, TH, TW = U.shape[1], (H + 3) // 4, (W + 3) // 4
+    T, L = V_all.shape[0], V_all.shape[3]
+    size, groups = x.itemsize, (N + G - 1) // G
+    for t in prange(T):
+        V, M = V_all[t], M_all[t]
+        for gr in range(*_thread_share(t, T, groups)):
+            n0, n1 = gr * G, min(N, gr * G + G)
+            _input_tiles(x, n0, n1, V, pad_all[t], rows_all[t])
+            for k in range(36):  # M[:, k] (F, tiles) = U[k] (F, C) @ V[:, k] (C, tiles)
+                _gemm(gemms, size, _NO_TRANS, _NO_TRANS, F, (n1 - n0) * TH * TW, C, U[k].ctypes.data, C,
+                      V.ctypes.data + size * k * L, 36 * L, 0.0, M.ctypes.data + size * k * L, 36 * L)
+            _output_tiles(M, out, n0, n1, bias, TH, TW, cols_all[t])
+
+
+@njit(**OPTS)
+def _winograd_backward_kernel(x, dout, U, dx, dU_all, V_all, dM_all, dV_all, pad_all, dpad_all, rows_all, cols_all, G,
+                              need_dx, gemms):
+    N, C, H, W = x.shape
+    F, TH, TW = U.shape[1], (H + 3) // 4, (W + 3) // 4
+    T, L = V_all.shape[0], V_all.shape[3]
+    size, groups = x.itemsize, (N + G - 1) // G
+    for t in prange(T):
+        V, dM, dV, dU = V_all[t], dM_all[t], dV_all[t], dU_all[t]
+        dU[:] = 0
+        for gr in range(*_thread_share(t, T, groups)):
+            n0, n1 = gr * G, min(N, gr * G + G)
+            m = (n1 - n0) * TH * TW
+            _input_tiles(x, n0, n1, V, pad_all[t], rows_all[t])  # recomputed: cheaper than keeping 4x the input
+            _output_tiles_adjoint(dout, dM, n0, n1, TH, TW, cols_all[t])
+            for k in range(36):  # dU[k] (F, C) += dM[:, k] (F, tiles) @ V[:, k].T (tiles, C)
+                _gemm(gemms, size, _NO_TRANS, _TRANS, F, C, m, dM.ctypes.data + size * k * L, 36 * L,
+                      V.ctypes.data + size * k * L, 36 * L, 1.0, dU[k].ctypes.data, C)
+            if need_dx:
+                for k in range(36):  # dV[:, k] (C, tiles) = U[k].T (C, F) @ dM[:, k] (F, tiles)
+                    _gemm(gemms, size, _TRANS, _NO_TRANS, C, m, F, U[k].ctypes.data, C, dM.ctypes.data + size * k * L,
+                          36 * L, 0.0, dV.ctypes.data + size * k * L, 36 * L)
+                _input_tiles_adjoint(dV, dx, n0, n1, dpad_all[t], rows_all[t])
+
+
+def _winograd_scratch(x, F):
+    """Images per group; per thread the group's V (C, 36, tiles) and M (F, 36, tiles), a zero-bordered padded
+    plane, six rows of partial sums and a 6x4 block of them."""
+    N, C, H, W = x.shape
+    TH, TW = (H + 3) // 4, (W + 3) // 4
+    G = max(1, min(N, WINOGRAD_COLUMNS // (TH * TW)))
+    T = numba.get_num_threads()
+    pad = _workspace("wino_pad", (T, 4 * TH + 2, 4 * TW + 2), x.dtype)
+    pad[:] = 0
+    L = G * TH * TW + WINOGRAD_PAD
+    return (G, _workspace("wino_v", (T, C, 36, L), x.dtype), _workspace("wino_m", (T, F, 36, L), x.dtype), pad,
+            _workspace("wino_rows", (T, 6, TH, 4 * TW + 2), x.dtype), _workspace("wino_cols", (T, 6, 4), x.dtype))
+
+
+@njit(**OPTS)
+def _winograd_weights_kernel(w, g, U):
+    """U[6a + b, f, c] = sum_ij g[a, i] w[f, c, i, j] g[b, j], the inner loops along c (contiguous in U)."""
+    F, C = w.shape[:2]
+    for f in prange(F):
+        wg = np.zeros((3, 6, C), w.dtype)  # [i, b, c] = (w G^T)[i, b]
+        for i in range(3):
+            for b in range(6):
+                for j in range(3):
+                    if g[b, j] != 0:
+                        for c in range(C):
+                            wg[i, b, c] += g[b, j] * w[f, c, i, j]
+        for a in range(6):
+            for b in range(6):
+                u = U[6 * a + b, f]
+                u[:] = 0
+                for i in range(3):
+                    if g[a, i] != 0:
+                        for c in range(C):
+                            u[c] += g[a, i] * wg[i, b, c]
+
+
+@njit(**OPTS)
+def _winograd_weight_grad_kernel(dU, g, dw):
+    """The adjoint: dw[f, c, i, j] = sum_ab g[a, i] dU[6a + b, f, c] g[b, j]."""
+    F, C = dw.shape[:2]
+    for f in prange(F):
+        gu = np.zeros((3, 6, C), dw.dtype)  # [i, b, c] = (G^T dU)[i, b]
+        for i in range(3):
+            for b in range(6):
+                for a in range(6):
+                    if g[a, i] != 0:
+                        for c in range(C):
+                            gu[i, b, c] += g[a, i] * dU[6 * a + b, f, c]
+        for i in range(3):
+            for j in range(3):
+                for c in range(C):
+                    total = gu[i, 0, c] * g[0, j]
+                    for b in range(1, 6):
+                        total += gu[i, b, c] * g[b, j]
+                    dw[f, c, i, j] = total
+
+
+def _winograd_weights(weight):
+    F, C = weight.shape[:2]
+    U = _workspace("wino_u", (36, F, C), weight.dtype)  # reused: a fresh 9 MB array cost 10 ms of page faults
+    _winograd_weights_kernel(np.ascontiguousarray(weight), _G.astype(weight.dtype), U)
+    return U
+
+
+def _winograd_weight_grad(dU, F, C):
+    dw = np.empty((F, C, 3, 3), dU.dtype)
+    _winograd_weight_grad_kernel(dU, _G.astype(dU.dtype), dw)
+    return dw
+
+
+def _winograd_forward(x, weight, bias):
+    N, C, H, W = x.shape
+    F = weight.shape[0]
+    out = np.empty((N, F, H, W), x.dtype)
+    G, V, M, pad, rows, cols = _winograd_scratch(x, F)
+    with _gemms() as gemms:
+        _winograd_forward_kernel(x, _winograd_weights(weight), _bias_or_empty(bias, x.dtype), out, V, M, pad, rows, cols,
+                                 G, gemms)
+    return out
+
+
+def _winograd_backward(dout, x, weight, need_dx):
+    N, C, H, W = x.shape
+    F = weight.shape[0]
+    G, V, dM, pad, rows, cols = _winograd_scratch(x, F)
+    dU_all = _workspace("dw", (V.shape[0], 36, F, C), x.dtype)
+    dV = _workspace("wino_dv", V.shape, x.dtype) if need_dx else V[:, :0]
+    dx = np.empty(x.shape if need_dx else (0, C, H, W), x.dtype)
+    with _gemms() as gemms:
+        _winograd_backward_kernel(x, np.ascontiguousarray(dout, x.dtype), _winograd_weights(weight), dx, dU_all, V, dM,
+                                  dV, pad, _workspace("wino_dpad", pad.shape, x.dtype), rows, cols, G, need_dx, gemms)
+    return (dx if need_dx else None), _winograd_weight_grad(dU_all.sum(axis=0), F, C)
+
 def conv2d_forward(x, weight, bias, stride, padding):
     N, C, H, W = x.shape
     F, _, kh, kw = weight.shape
     xg = _operand(x)  # what the GEMMs read, and all backward needs: x itself, or x in bfloat16
     out_dtype = x.dtype
+    if _winograd_applies(xg, kh, kw, stride, padding):
+        return _winograd_forward(xg, weight, bias), xg
     if _row_shift_applies(xg, kh, kw, stride, padding):
         return _row_shift_forward(xg, weight, bias, padding, out_dtype), xg
     OH, OW = _out_size(H, kh, stride, padding), _out_size(W, kw, stride, padding)
@@ -603,6 +926,8 @@ def conv2d_backward(dout, saved, weight, stride, padding, need_dx=True, need_db=
     N, C, H, W = xg.shape
     F, _, kh, kw = weight.shape
     db = channel_sums(dout) if need_db else None
+    if _winograd_applies(xg, kh, kw, stride, padding):
+        return (*_winograd_backward(dout, xg, weight, need_dx), db)
     if _row_shift_applies(xg, kh, kw, stride, padding):
         return (*_row_shift_backward(np.ascontiguousarray(dout), xg, weight, padding, need_dx), db)
     OH, OW = dout.shape[2:]
