@@ -702,65 +702,78 @@ def _input_tiles_adjoint(dV, dx, n0, n1, pad, rows):
 
 
 @njit(inline="always")
-def _output_tiles(M, out, n0, n1, bias, TH, TW, cols):
+def _output_tiles(M, out, n0, n1, bias, TH, TW, acc):
     """out[n, f, 4i : 4i+4, 4j : 4j+4] = A^T m A + bias, m[r, s] = M[f, 6r + s, tile]; the parts of edge tiles
-    outside the image dropped. cols: (6, 4) scratch for A^T m."""
+    outside the image dropped. acc (6, 4, tiles): A^T m, computed for all the group's tiles at once along M's
+    contiguous rows (the loop that vectorises), before the short per-tile loops that place the results."""
     _, F, H, W = out.shape
-    for n in range(n0, n1):
-        for f in range(F):
-            b = bias[f] if bias.size else 0
-            Mf, plane = M[f], out[n, f]
+    m = (n1 - n0) * TH * TW
+    for f in range(F):
+        b = bias[f] if bias.size else 0
+        Mf = M[f]
+        for s in range(6):  # A^T m, column s of every tile
+            m0, m1, m2, m3, m4, m5 = Mf[s], Mf[6 + s], Mf[12 + s], Mf[18 + s], Mf[24 + s], Mf[30 + s]
+            a0, a1, a2, a3 = acc[s, 0], acc[s, 1], acc[s, 2], acc[s, 3]
+            for t in range(m):
+                a0[t], a1[t], a2[t], a3[t] = _at(m0[t], m1[t], m2[t], m3[t], m4[t], m5[t])
+        t = 0
+        for n in range(n0, n1):
+            plane = out[n, f]
             for i in range(TH):
                 for j in range(TW):
-                    t = (n - n0) * TH * TW + i * TW + j
-                    for s in range(6):  # A^T m, column by column
-                        e = _at(Mf[s, t], Mf[6 + s, t], Mf[12 + s, t], Mf[18 + s, t], Mf[24 + s, t], Mf[30 + s, t])
-                        cols[s, 0], cols[s, 1], cols[s, 2], cols[s, 3] = e
+                    w = 4 * j
                     for a in range(4):  # (A^T m) A, row by row
                         h = 4 * i + a
                         if h < H:
-                            e = _at(cols[0, a], cols[1, a], cols[2, a], cols[3, a], cols[4, a], cols[5, a])
-                            w = 4 * j
+                            e0, e1, e2, e3 = _at(acc[0, a, t], acc[1, a, t], acc[2, a, t], acc[3, a, t], acc[4, a, t],
+                                                 acc[5, a, t])
                             if w + 3 < W:
-                                plane[h, w], plane[h, w + 1], plane[h, w + 2], plane[h, w + 3] = e[0] + b, e[1] + b, e[2] + b, e[3] + b
+                                plane[h, w], plane[h, w + 1], plane[h, w + 2], plane[h, w + 3] = e0 + b, e1 + b, e2 + b, e3 + b
                             else:
-                                e0, e1, e2, _ = e
                                 plane[h, w] = e0 + b
                                 if w + 1 < W:
                                     plane[h, w + 1] = e1 + b
                                 if w + 2 < W:
                                     plane[h, w + 2] = e2 + b
+                    t += 1
 
 
 @njit(inline="always")
-def _output_tiles_adjoint(dout, dM, n0, n1, TH, TW, cols):
+def _output_tiles_adjoint(dout, dM, n0, n1, TH, TW, acc):
     """dM[f, 6r + s, tile] = (A dy A^T)[r, s], dy = dout[n, f, 4i : 4i+4, 4j : 4j+4] (zeros outside the image).
-    cols: (6, 4) scratch for A dy."""
+    acc (6, 4, tiles): A dy per tile, then (A dy) A^T for all tiles at once along dM's contiguous rows."""
     _, F, H, W = dout.shape
-    cols[0, 0] = 0
-    zero = cols[0, 0]  # of the arrays' type
-    for n in range(n0, n1):
-        for f in range(F):
-            plane, dMf = dout[n, f], dM[f]
+    acc[0, 0, 0] = 0
+    zero = acc[0, 0, 0]  # of the arrays' type
+    m = (n1 - n0) * TH * TW
+    for f in range(F):
+        t = 0
+        for n in range(n0, n1):
+            plane = dout[n, f]
             for i in range(TH):
+                h = 4 * i
                 for j in range(TW):
-                    t = (n - n0) * TH * TW + i * TW + j
-                    for b in range(4):  # A dy, column by column (zeros outside the image)
-                        w = 4 * j + b
-                        y0 = plane[4 * i, w] if w < W else zero
-                        y1 = plane[4 * i + 1, w] if w < W and 4 * i + 1 < H else zero
-                        y2 = plane[4 * i + 2, w] if w < W and 4 * i + 2 < H else zero
-                        y3 = plane[4 * i + 3, w] if w < W and 4 * i + 3 < H else zero
-                        e = _a(y0, y1, y2, y3)
-                        cols[0, b], cols[1, b], cols[2, b], cols[3, b], cols[4, b], cols[5, b] = e
-                    for r in range(6):  # (A dy) A^T, row by row
-                        e = _a(cols[r, 0], cols[r, 1], cols[r, 2], cols[r, 3])
-                        k = 6 * r
-                        dMf[k, t], dMf[k + 1, t], dMf[k + 2, t], dMf[k + 3, t], dMf[k + 4, t], dMf[k + 5, t] = e
+                    for c in range(4):  # A dy, column by column (zeros outside the image)
+                        w = 4 * j + c
+                        if w < W and h + 3 < H:
+                            e = _a(plane[h, w], plane[h + 1, w], plane[h + 2, w], plane[h + 3, w])
+                        elif w < W:
+                            e = _a(plane[h, w], plane[h + 1, w] if h + 1 < H else zero,
+                                   plane[h + 2, w] if h + 2 < H else zero, zero)
+                        else:
+                            e = _a(zero, zero, zero, zero)
+                        acc[0, c, t], acc[1, c, t], acc[2, c, t], acc[3, c, t], acc[4, c, t], acc[5, c, t] = e
+                    t += 1
+        dMf = dM[f]
+        for r in range(6):  # (A dy) A^T, row r of every tile
+            y0, y1, y2, y3 = acc[r, 0], acc[r, 1], acc[r, 2], acc[r, 3]
+            d0, d1, d2, d3, d4, d5 = dMf[6 * r], dMf[6 * r + 1], dMf[6 * r + 2], dMf[6 * r + 3], dMf[6 * r + 4], dMf[6 * r + 5]
+            for t in range(m):
+                d0[t], d1[t], d2[t], d3[t], d4[t], d5[t] = _a(y0[t], y1[t], y2[t], y3[t])
 
 
 @njit(**OPTS)
-def _winograd_forward_kernel(x, U, bias, out, V_all, M_all, pad_all, rows_all, cols_all, G, gemms):
+def _winograd_forward_kernel(x, U, bias, out, V_all, M_all, pad_all, rows_all, acc_all, G, gemms):
     N, C, H, W = x.shape
     F, TH, TW = U.shape[1], (H + 3) // 4, (W + 3) // 4
     T, L = V_all.shape[0], V_all.shape[3]
@@ -773,11 +786,11 @@ def _winograd_forward_kernel(x, U, bias, out, V_all, M_all, pad_all, rows_all, c
             for k in range(36):  # M[:, k] (F, tiles) = U[k] (F, C) @ V[:, k] (C, tiles)
                 _gemm(gemms, size, _NO_TRANS, _NO_TRANS, F, (n1 - n0) * TH * TW, C, U[k].ctypes.data, C,
                       V.ctypes.data + size * k * L, 36 * L, 0.0, M.ctypes.data + size * k * L, 36 * L)
-            _output_tiles(M, out, n0, n1, bias, TH, TW, cols_all[t])
+            _output_tiles(M, out, n0, n1, bias, TH, TW, acc_all[t])
 
 
 @njit(**OPTS)
-def _winograd_backward_kernel(x, dout, U, dx, dU_all, V_all, dM_all, dV_all, pad_all, dpad_all, rows_all, cols_all, G,
+def _winograd_backward_kernel(x, dout, U, dx, dU_all, V_all, dM_all, dV_all, pad_all, dpad_all, rows_all, acc_all, G,
                               need_dx, gemms):
     N, C, H, W = x.shape
     F, TH, TW = U.shape[1], (H + 3) // 4, (W + 3) // 4
@@ -790,7 +803,7 @@ def _winograd_backward_kernel(x, dout, U, dx, dU_all, V_all, dM_all, dV_all, pad
             n0, n1 = gr * G, min(N, gr * G + G)
             m = (n1 - n0) * TH * TW
             _input_tiles(x, n0, n1, V, pad_all[t], rows_all[t])  # recomputed: cheaper than keeping 4x the input
-            _output_tiles_adjoint(dout, dM, n0, n1, TH, TW, cols_all[t])
+            _output_tiles_adjoint(dout, dM, n0, n1, TH, TW, acc_all[t])
             for k in range(36):  # dU[k] (F, C) += dM[:, k] (F, tiles) @ V[:, k].T (tiles, C)
                 _gemm(gemms, size, _NO_TRANS, _TRANS, F, C, m, dM.ctypes.data + size * k * L, 36 * L,
                       V.ctypes.data + size * k * L, 36 * L, 1.0, dU[k].ctypes.data, C)
@@ -803,7 +816,7 @@ def _winograd_backward_kernel(x, dout, U, dx, dU_all, V_all, dM_all, dV_all, pad
 
 def _winograd_scratch(x, F):
     """Images per group; per thread the group's V (C, 36, tiles) and M (F, 36, tiles), a zero-bordered padded
-    plane, six rows of partial sums and a 6x4 block of them."""
+    plane, six rows of partial sums, and (6, 4, tiles) for the output transform's first half."""
     N, C, H, W = x.shape
     TH, TW = (H + 3) // 4, (W + 3) // 4
     G = max(1, min(N, WINOGRAD_COLUMNS // (TH * TW)))
@@ -812,7 +825,7 @@ def _winograd_scratch(x, F):
     pad[:] = 0
     L = G * TH * TW + WINOGRAD_PAD
     return (G, _workspace("wino_v", (T, C, 36, L), x.dtype), _workspace("wino_m", (T, F, 36, L), x.dtype), pad,
-            _workspace("wino_rows", (T, 6, TH, 4 * TW + 2), x.dtype), _workspace("wino_cols", (T, 6, 4), x.dtype))
+            _workspace("wino_rows", (T, 6, TH, 4 * TW + 2), x.dtype), _workspace("wino_acc", (T, 6, 4, L), x.dtype))
 
 
 @njit(**OPTS)
@@ -875,9 +888,9 @@ def _winograd_forward(x, weight, bias):
     N, C, H, W = x.shape
     F = weight.shape[0]
     out = np.empty((N, F, H, W), x.dtype)
-    G, V, M, pad, rows, cols = _winograd_scratch(x, F)
+    G, V, M, pad, rows, acc = _winograd_scratch(x, F)
     with _gemms() as gemms:
-        _winograd_forward_kernel(x, _winograd_weights(weight), _bias_or_empty(bias, x.dtype), out, V, M, pad, rows, cols,
+        _winograd_forward_kernel(x, _winograd_weights(weight), _bias_or_empty(bias, x.dtype), out, V, M, pad, rows, acc,
                                  G, gemms)
     return out
 
@@ -885,13 +898,13 @@ def _winograd_forward(x, weight, bias):
 def _winograd_backward(dout, x, weight, need_dx):
     N, C, H, W = x.shape
     F = weight.shape[0]
-    G, V, dM, pad, rows, cols = _winograd_scratch(x, F)
+    G, V, dM, pad, rows, acc = _winograd_scratch(x, F)
     dU_all = _workspace("dw", (V.shape[0], 36, F, C), x.dtype)
     dV = _workspace("wino_dv", V.shape, x.dtype) if need_dx else V[:, :0]
     dx = np.empty(x.shape if need_dx else (0, C, H, W), x.dtype)
     with _gemms() as gemms:
         _winograd_backward_kernel(x, np.ascontiguousarray(dout, x.dtype), _winograd_weights(weight), dx, dU_all, V, dM,
-                                  dV, pad, _workspace("wino_dpad", pad.shape, x.dtype), rows, cols, G, need_dx, gemms)
+                                  dV, pad, _workspace("wino_dpad", pad.shape, x.dtype), rows, acc, G, need_dx, gemms)
     return (dx if need_dx else None), _winograd_weight_grad(dU_all.sum(axis=0), F, C)
 
 def conv2d_forward(x, weight, bias, stride, padding):
