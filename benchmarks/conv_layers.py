@@ -8,7 +8,8 @@
                                                                       # ..._fast_bf16_w2.json
 
 For every Conv2d of the architecture (shapes taken from the model itself): the numba kernel as it runs
-(the row-shift path or im2col per image where they apply, see kernels/cpu/conv.py) and with im2col in
+(Winograd, the row-shift path or im2col per image where they apply, see kernels/cpu/conv.py), in float32
+also with Winograd off (what those layers ran before it), and with im2col in
 chunks of images + one GEMM per chunk forced (what runs where MKL cannot be called from Numba), and torch.nn.functional.conv2d, float32, same threads, medians of repetitions.
 Also, in GFLOP/s: NumPy's sgemm alone on the layer's forward product (what bounds any convolution
 built on it) and torch's whole forward convolution. Backward = weight, bias and (but for the first layer) input gradients.
@@ -75,8 +76,8 @@ def main():
     rows = []
     chosen = K.float_blas()
     other = "openblas" if chosen == "mkl" else "mkl"
-    paths = ("default", *(("unpacked",) if args.bf16 else ()), *(("other-blas",) if args.blas else ()), "im2col")
-    extra = (f"{'not packed':>16}" if args.bf16 else "") + (f"{'numba ' + other:>16}" if args.blas else "")
+    paths = ("default", *(("unpacked",) if args.bf16 else ("row-shift",)), *(("other-blas",) if args.blas else ()), "im2col")
+    extra = (f"{'not packed':>16}" if args.bf16 else f"{'no winograd':>16}") + (f"{'numba ' + other:>16}" if args.blas else "")
     print(f"{args.arch} at width {args.width:g}, batch {args.batch}, {args.threads} threads{', bfloat16 operands' if args.bf16 else ''}; "
           f"float32 GEMMs in the kernels: {chosen}; ms per call (forward / backward)")
     print(f"{'layer':<22}{'numba (path)':>24}{extra}{'im2col forced':>16}{'torch':>16}{'sgemm':>9}{'torch':>9}  (GFLOP/s: NumPy's"
@@ -90,16 +91,17 @@ def main():
         dout = rng.standard_normal(y.shape).astype(np.float32)
         ours = {}
         for path in paths:
-            old = K.ROW_SHIFT_MIN_CHANNELS, K.IMAGE_MIN_COLUMNS, K.PACK_BF16, K.FLOAT_BLAS
+            old = K.ROW_SHIFT_MIN_CHANNELS, K.IMAGE_MIN_COLUMNS, K.PACK_BF16, K.FLOAT_BLAS, K.WINOGRAD
             if path == "im2col":
                 K.ROW_SHIFT_MIN_CHANNELS = K.IMAGE_MIN_COLUMNS = 1 << 30
+            K.WINOGRAD = path not in ("row-shift", "im2col")  # float32: what the layer runs without Winograd
             K.PACK_BF16 = path != "unpacked"  # bfloat16 GEMMs' shared operands packed once, or by each GEMM
             K.FLOAT_BLAS = other if path == "other-blas" else chosen
             try:
                 ours[path] = (median_ms(lambda: K.conv2d_forward(x, wt, b, stride, pad)),
                               median_ms(lambda: K.conv2d_backward(dout, saved, wt, stride, pad, need_dx)))
             finally:
-                K.ROW_SHIFT_MIN_CHANNELS, K.IMAGE_MIN_COLUMNS, K.PACK_BF16, K.FLOAT_BLAS = old
+                K.ROW_SHIFT_MIN_CHANNELS, K.IMAGE_MIN_COLUMNS, K.PACK_BF16, K.FLOAT_BLAS, K.WINOGRAD = old
         xt = torch.from_numpy(x).requires_grad_(need_dx)
         wtt, bt, dt = torch.from_numpy(wt).requires_grad_(), torch.from_numpy(b).requires_grad_(), torch.from_numpy(dout)
 
@@ -120,17 +122,18 @@ def main():
         sgemm_gflops = 2 * f * gemm_k * cols / median_ms(lambda: np.matmul(a, bm, out=cm)) / 1e6
         torch_gflops = 2 * args.batch * oh * ow * f * gemm_k / fwd / 1e6
         name = f"{c}->{f} k{k} {h}x{w}"
-        used = ("row-shift" if K._row_shift_applies(x, k, k, stride, pad)
+        used = ("winograd" if K._winograd_applies(K._operand(x), k, k, stride, pad)
+                else "row-shift" if K._row_shift_applies(x, k, k, stride, pad)
                 else "per-image" if K._image_im2col_applies(*y.shape[2:]) else "im2col")
         print(f"{name:<22}{used:>9}" + "".join(f"{a_:>8.1f}/{b_:<7.1f}" for a_, b_ in (*(ours[p_] for p_ in paths), theirs))
               + f"{sgemm_gflops:>9.0f}{torch_gflops:>9.0f}")
         rows.append(dict(layer=name, path=used, numba_ms=ours["default"], im2col_forced_ms=ours["im2col"], torch_ms=theirs,
                          numpy_sgemm_gflops=sgemm_gflops, torch_forward_gflops=torch_gflops,
-                         **({"not_packed_ms": ours["unpacked"]} if args.bf16 else {}),
+                         **({"not_packed_ms": ours["unpacked"]} if args.bf16 else {"no_winograd_ms": ours["row-shift"]}),
                          **({f"numba_{other}_ms": ours["other-blas"]} if args.blas else {})))
     total = lambda key: sum(sum(r[key]) for r in rows)  # noqa: E731
     print(f"{'total (fwd+bwd)':<29}" + "".join(f"{total(key):>{16 if i else 15}.1f}" for i, key in enumerate(
-        ("numba_ms", *(("not_packed_ms",) if args.bf16 else ()), *((f"numba_{other}_ms",) if args.blas else ()),
+        ("numba_ms", "not_packed_ms" if args.bf16 else "no_winograd_ms", *((f"numba_{other}_ms",) if args.blas else ()),
          "im2col_forced_ms", "torch_ms"))))
     out = Path(args.out or Path(__file__).resolve().parent / "results" / f"conv_layers_{args.arch}{'_bf16' if args.bf16 else ''}{f'_w{args.width:g}' if args.width != 1 else ''}.json")
     out.write_text(json.dumps(dict(machine=machine.describe(), arch=args.arch, width=args.width, batch=args.batch, threads=args.threads, bf16=args.bf16,
