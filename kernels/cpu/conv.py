@@ -582,12 +582,14 @@ def _image_im2col_backward(dout, xg, weight, stride, padding, need_dx):
 #   dU[k] = sum over tiles dM[k] V[k]^T,  dM = A dY A^T per tile;   dw = G^T dU G
 #   dV[k] = U[k]^T dM[k];                  dx = sum over tiles of B dV B^T, back where d came from.
 # V is laid out (C, 36, tiles) and M (F, 36, tiles): a plane's 36 transformed rows sit together, and the GEMMs
-# read V[:, k] with a row stride of 36 rows (padded off multiples of 4 KB, which made the GEMMs 1.3x slower).
+# read V[:, k] with a row stride of 36 rows of WINOGRAD_COLUMNS + WINOGRAD_PAD tiles. (Scratch timings, 2026-12-06,
+# Ice Lake, 1 thread, on a first F(2x2, 3x3) version with 16 rows: at 64 tiles, a stride of exactly 4 KB made
+# the 7x7 layer's forward 1.4x slower than with the pad; at 128 tiles no difference. Not re-measured for 36.)
 # float32 and float64 only: under matmul precision "medium" the row-shift path's bfloat16 GEMMs run instead.
 WINOGRAD = True
 WINOGRAD_MIN_CHANNELS = 16  # thinner layers: transforms cost more than the GEMMs save
 WINOGRAD_COLUMNS = 128  # tiles per GEMM (whole images, at least one): V and M stay in cache between steps
-WINOGRAD_PAD = 16
+WINOGRAD_PAD = 16  # unused tiles at the end of each row: keeps row strides off powers of two
 _G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
                [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
 
@@ -673,9 +675,8 @@ def _input_tiles_adjoint(dV, dx, n0, n1, pad, rows):
                 for i in range(TH):
                     row, at = rows[r, i], col + i * TW
                     for j in range(TW):
-                        e = _b(dVc[6 * r, at + j], dVc[6 * r + 1, at + j], dVc[6 * r + 2, at + j], dVc[6 * r + 3, at + j],
-                               dVc[6 * r + 4, at + j], dVc[6 * r + 5, at + j])
-                        e0, e1, e2, e3, e4, e5 = e
+                        e0, e1, e2, e3, e4, e5 = _b(dVc[6 * r, at + j], dVc[6 * r + 1, at + j], dVc[6 * r + 2, at + j],
+                                                    dVc[6 * r + 3, at + j], dVc[6 * r + 4, at + j], dVc[6 * r + 5, at + j])
                         w = 4 * j
                         row[w] += e0
                         row[w + 1] += e1
@@ -686,8 +687,8 @@ def _input_tiles_adjoint(dV, dx, n0, n1, pad, rows):
             pad[:] = 0
             for i in range(TH):  # B (...) down the columns
                 for w in range(PW):
-                    e = _b(rows[0, i, w], rows[1, i, w], rows[2, i, w], rows[3, i, w], rows[4, i, w], rows[5, i, w])
-                    e0, e1, e2, e3, e4, e5 = e
+                    e0, e1, e2, e3, e4, e5 = _b(rows[0, i, w], rows[1, i, w], rows[2, i, w], rows[3, i, w], rows[4, i, w],
+                                                rows[5, i, w])
                     h = 4 * i
                     pad[h, w] += e0
                     pad[h + 1, w] += e1
