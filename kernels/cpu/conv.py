@@ -582,14 +582,15 @@ def _image_im2col_backward(dout, xg, weight, stride, padding, need_dx):
 #   dU[k] = sum over tiles dM[k] V[k]^T,  dM = A dY A^T per tile;   dw = G^T dU G
 #   dV[k] = U[k]^T dM[k];                  dx = sum over tiles of B dV B^T, back where d came from.
 # V is laid out (C, 36, tiles) and M (F, 36, tiles): a plane's 36 transformed rows sit together, and the GEMMs
-# read V[:, k] with a row stride of 36 rows of WINOGRAD_COLUMNS + WINOGRAD_PAD tiles. (Scratch timings, 2026-12-06,
-# Ice Lake, 1 thread, on a first F(2x2, 3x3) version with 16 rows: at 64 tiles, a stride of exactly 4 KB made
-# the 7x7 layer's forward 1.4x slower than with the pad; at 128 tiles no difference. Not re-measured for 36.)
+# read V[:, k] with a row stride of 36 rows of WINOGRAD_COLUMNS + WINOGRAD_PAD tiles (the pad keeps that stride
+# off powers of two, which slowed a first 16-row version's GEMMs in scratch timings; not re-measured at 36 rows).
 # float32 and float64 only: under matmul precision "medium" the row-shift path's bfloat16 GEMMs run instead.
 WINOGRAD = True
-WINOGRAD_MIN_CHANNELS = 16  # thinner layers: transforms cost more than the GEMMs save
-WINOGRAD_COLUMNS = 128  # tiles per GEMM (whole images, at least one): V and M stay in cache between steps
-WINOGRAD_PAD = 16  # unused tiles at the end of each row: keeps row strides off powers of two
+WINOGRAD_MIN_CHANNELS = 16  # at 24 (fast's first 3x3 layer) Winograd and the row-shift path are about level
+# (benchmarks/results/conv_layers_fast_icelake.json); thinner layers were not timed
+WINOGRAD_COLUMNS = 128  # tiles per GEMM group (whole images, at least one): of 64/128/256 in scratch timings, none
+# clearly best; bigger groups make V and M outgrow the caches between transform and GEMM
+WINOGRAD_PAD = 16  # unused tiles at the end of each row
 _G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
                [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
 
@@ -906,7 +907,10 @@ def _winograd_backward(dout, x, weight, need_dx):
     with _gemms() as gemms:
         _winograd_backward_kernel(x, np.ascontiguousarray(dout, x.dtype), _winograd_weights(weight), dx, dU_all, V, dM,
                                   dV, pad, _workspace("wino_dpad", pad.shape, x.dtype), rows, acc, G, need_dx, gemms)
-    return (dx if need_dx else None), _winograd_weight_grad(dU_all.sum(axis=0), F, C)
+    dU = dU_all[0]
+    for part in dU_all[1:]:  # the threads' sums added in place: .sum(axis=0) would page-fault a fresh 36*F*C array
+        dU += part
+    return (dx if need_dx else None), _winograd_weight_grad(dU, F, C)
 
 def conv2d_forward(x, weight, bias, stride, padding):
     N, C, H, W = x.shape
