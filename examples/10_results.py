@@ -153,6 +153,11 @@ EXPERIMENTS = {
     # slower than float32): there the 3x3 layers run on the Winograd F(4x4, 3x3) kernels (kernels/cpu/conv.py)
     "fast11-f32-syncbn": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {fast_options(11)} --matmul-precision highest "
                           f"--bn-momentum 0.4 --whiten-bias-epochs 3 --sync-bn --out runs/fast11-f32-syncbn"],
+    # the main recipe (fast11-bf16-w125-syncbn) with float32 GEMMs, for CPUs without AMX: does the 30-minute
+    # target hold there? (first run on a 2-core AMD EPYC Zen 5, where bfloat16 GEMMs were 3x slower than float32)
+    "fast11-f32-w125-syncbn": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {fast_options(11)} --width 1.25 "
+                               f"--matmul-precision highest --bn-momentum 0.4 --whiten-bias-epochs 3 --sync-bn "
+                               f"--out runs/fast11-f32-w125-syncbn"],
     # the 2-hour target (experiment: best accuracy with any recipe of at most 2 hours a run): airbench95's shape
     # of change over airbench94 (wider groups, more epochs; here width 1.5 = 96/384/384 and 18 epochs), the
     # rest of the 30-minute recipe unchanged
