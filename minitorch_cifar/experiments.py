@@ -201,7 +201,9 @@ def _seed_summary(config, seeds, results, failed, ranks):
         minutes_per_run=float(np.mean([run_minutes(r) for _, r in done])) if done else None,
         ranks=ranks, recipe=recipe, data=done[0][1]["data"] if done else None, failed=failed,
         # seeds can accumulate over sessions, and sessions have run on different CPUs: say which ran them
-        machines=list({r["machine"]["cpu"]: r["machine"] for _, r in done if r.get("machine")}.values()))
+        # (by model name and family numbers: "AMD EPYC" alone has been a Zen 3, a Zen 4 and a Zen 5)
+        machines=list({(r["machine"]["cpu"], r["machine"].get("family")): r["machine"]
+                       for _, r in done if r.get("machine")}.values()))
     _write(out / "seeds.json", summary)
     if accs:
         plots.spread(accs, [str(s) for s, _ in done], out / "seeds.png", title=f"{config.model}: test accuracy per seed")

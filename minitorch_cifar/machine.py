@@ -2,7 +2,9 @@
 
 This project's sessions have run on different 2-core machines (an Intel Xeon with AVX-512 and AMX, an AMD
 EPYC with AVX2 only), and a training step's time differs between them by 2-4x, more with bfloat16. So every
-timing the repo writes (training summaries, benchmark JSON) carries this record beside it.
+timing the repo writes (training summaries, benchmark JSON) carries this record beside it. The model name
+alone does not tell them apart (every EPYC here called itself "AMD EPYC", Zen 3 to Zen 5), so the record
+keeps the CPU's family and model numbers too (Zen 4 is family 25, Zen 5 family 26).
 """
 from __future__ import annotations
 
@@ -16,20 +18,22 @@ ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
 @functools.lru_cache(maxsize=None)
-def _cpuinfo() -> tuple[str | None, frozenset | None, str | None]:
-    """(model name, flags, vendor) from /proc/cpuinfo; all None where there is none (not Linux)."""
+def _cpuinfo() -> tuple[str | None, frozenset | None, str | None, str | None]:
+    """(model name, flags, vendor, "family/model") from /proc/cpuinfo; all None where there is none (not Linux)."""
     try:
         with open("/proc/cpuinfo") as f:
             return parse_cpuinfo(f.read())
     except OSError:
-        return None, None, None
+        return None, None, None, None
 
 
-def parse_cpuinfo(text: str) -> tuple[str | None, frozenset | None, str | None]:
+def parse_cpuinfo(text: str) -> tuple[str | None, frozenset | None, str | None, str | None]:
     fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
     fields = {k.strip(): v.strip() for k, v in fields.items()}
     flags = fields.get("flags")
-    return fields.get("model name"), frozenset(flags.split()) if flags is not None else None, fields.get("vendor_id")
+    family, model = fields.get("cpu family"), fields.get("model")
+    return (fields.get("model name"), frozenset(flags.split()) if flags is not None else None, fields.get("vendor_id"),
+            f"{family}/{model}" if family is not None and model is not None else None)
 
 
 def vendor() -> str | None:
@@ -48,10 +52,11 @@ def blas() -> list[str]:
 
 
 def describe() -> dict:
-    """{"cpu": model name, "vendor", "cores": logical CPUs, "isa": the ISA_FLAGS it has, "blas": blas()}
-    (vendor, isa None where unknown)."""
-    model, flags, vendor_id = _cpuinfo()
-    return dict(cpu=model or platform.processor() or platform.machine(), vendor=vendor_id, cores=os.cpu_count(),
+    """{"cpu": model name, "vendor", "family": "family/model" numbers, "cores": logical CPUs, "isa": the
+    ISA_FLAGS it has, "blas": blas()} (vendor, family, isa None where unknown)."""
+    model, flags, vendor_id, family = _cpuinfo()
+    return dict(cpu=model or platform.processor() or platform.machine(), vendor=vendor_id, family=family,
+                cores=os.cpu_count(),
                 isa=None if flags is None else [f for f in ISA_FLAGS if f in flags], blas=blas())
 
 
@@ -59,5 +64,5 @@ def amx_bf16() -> bool | None:
     """Whether the CPU has AMX's bfloat16 tile multiply; None where it cannot be told. It, not AVX512_BF16,
     is what made `--matmul-precision medium` pay: on a Zen 4 EPYC with AVX512_BF16 and no AMX the bfloat16
     `fast` step ran at 0.80x the float32 one (benchmarks/results/throughput_zen4_bf16.json)."""
-    _, flags, _ = _cpuinfo()
+    flags = _cpuinfo()[1]
     return None if flags is None else "amx_bf16" in flags

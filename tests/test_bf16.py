@@ -166,6 +166,8 @@ flags\t\t: fpu sse2 avx avx2 avx512f avx512bw avx512_bf16 amx_bf16 amx_tile
 """
 AMD_ZEN4 = """processor\t: 0
 vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 17
 model name\t: AMD EPYC
 flags\t\t: fpu sse2 avx avx2 fma avx512f avx512bw avx512_bf16
 """
@@ -176,16 +178,17 @@ flags\t\t: fpu sse2 avx avx2 fma
 """
 
 
-@pytest.mark.parametrize("text, isa, amx, vendor", [
-    (INTEL_AMX, ["avx2", "avx512f", "avx512_bf16", "amx_bf16"], True, "GenuineIntel"),
-    (AMD_ZEN4, ["avx2", "avx512f", "avx512_bf16"], False, "AuthenticAMD"),
-    (AMD_AVX2, ["avx2"], False, "AuthenticAMD"), ("", None, None, None)])
-def test_machine_record_reads_model_and_instruction_sets(monkeypatch, text, isa, amx, vendor):
+@pytest.mark.parametrize("text, isa, amx, vendor, family", [
+    (INTEL_AMX, ["avx2", "avx512f", "avx512_bf16", "amx_bf16"], True, "GenuineIntel", None),
+    (AMD_ZEN4, ["avx2", "avx512f", "avx512_bf16"], False, "AuthenticAMD", "25/17"),
+    (AMD_ZEN4.replace("25", "26").replace("17", "2"), ["avx2", "avx512f", "avx512_bf16"], False, "AuthenticAMD", "26/2"),
+    (AMD_AVX2, ["avx2"], False, "AuthenticAMD", None), ("", None, None, None, None)])
+def test_machine_record_reads_model_and_instruction_sets(monkeypatch, text, isa, amx, vendor, family):
     from minitorch_cifar import machine
     monkeypatch.setattr(machine, "_cpuinfo", lambda: machine.parse_cpuinfo(text))
     described = machine.describe()
     assert described["isa"] == isa and machine.amx_bf16() is amx
-    assert described["vendor"] == machine.vendor() == vendor
+    assert described["vendor"] == machine.vendor() == vendor and described["family"] == family
     assert described["cpu"] == (text.split("model name\t: ")[1].splitlines()[0] if text else described["cpu"]) and described["cpu"]
 
 

@@ -130,6 +130,16 @@ def test_no_data_and_no_network_says_which_formats(tmp_path, capsys):
     assert code == 2 and "--data takes" in capsys.readouterr().err
 
 
+def test_seed_summary_tells_machines_apart_by_family_as_well_as_name(tmp_path):
+    from minitorch_cifar.experiments import _seed_summary
+    from minitorch_cifar.train import TrainConfig
+    zen4, zen5 = (dict(cpu="AMD EPYC", family=f, cores=2) for f in ("25/17", "26/2"))
+    runs = [dict(test_accuracy=a, end_to_end_seconds=600, data="jpg", machine=m)
+            for a, m in ((90.0, zen4), (91.0, zen5), (90.5, zen5))]
+    s = _seed_summary(TrainConfig(out=str(tmp_path)), [0, 1, 2], runs, [], 1)
+    assert s["machines"] == [zen4, zen5] and s["mean"] == 90.5 and s["minutes_per_run"] == 10
+
+
 def test_seeds_and_sweep(tiny_folder, tmp_path):
     common = ["--data", str(tiny_folder), "--epochs", "1", *FAST]
     assert main(["seeds", "--seeds", "0", "1", "--out", str(tmp_path / "seeds"), *common]) == 0
