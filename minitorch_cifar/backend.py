@@ -132,7 +132,7 @@ def _require_bf16_gemm():
         # it runs and gives the same numbers, only slower (machine.amx_bf16 says where that was measured)
         _state.warned_slow_bf16 = True
         warnings.warn(f"matmul precision 'medium': this CPU ({machine.describe()['cpu']}) has no AMX, and without it "
-                      "MKL's bfloat16 GEMM was measured slower than float32 (AMD EPYC Zen 3 and Zen 4); "
+                      "MKL's bfloat16 GEMM was measured slower than float32 (AMD EPYC Zen 3, Zen 4 and Zen 5); "
                       "expect it no faster than 'highest' here",
                       RuntimeWarning, stacklevel=3)
 
