@@ -171,6 +171,7 @@ model\t\t: 17
 model name\t: AMD EPYC
 flags\t\t: fpu sse2 avx avx2 fma avx512f avx512bw avx512_bf16
 """
+AMD_ZEN5 = AMD_ZEN4.replace("cpu family\t: 25\nmodel\t\t: 17", "cpu family\t: 26\nmodel\t\t: 2")
 AMD_AVX2 = """processor\t: 0
 vendor_id\t: AuthenticAMD
 model name\t: AMD EPYC
@@ -181,7 +182,7 @@ flags\t\t: fpu sse2 avx avx2 fma
 @pytest.mark.parametrize("text, isa, amx, vendor, family", [
     (INTEL_AMX, ["avx2", "avx512f", "avx512_bf16", "amx_bf16"], True, "GenuineIntel", None),
     (AMD_ZEN4, ["avx2", "avx512f", "avx512_bf16"], False, "AuthenticAMD", "25/17"),
-    (AMD_ZEN4.replace("25", "26").replace("17", "2"), ["avx2", "avx512f", "avx512_bf16"], False, "AuthenticAMD", "26/2"),
+    (AMD_ZEN5, ["avx2", "avx512f", "avx512_bf16"], False, "AuthenticAMD", "26/2"),
     (AMD_AVX2, ["avx2"], False, "AuthenticAMD", None), ("", None, None, None, None)])
 def test_machine_record_reads_model_and_instruction_sets(monkeypatch, text, isa, amx, vendor, family):
     from minitorch_cifar import machine
