@@ -2,8 +2,8 @@
 
     python benchmarks/conv_layers.py --arch fast --batch 512     # writes benchmarks/results/conv_layers_fast.json
     python benchmarks/conv_layers.py --arch fast --batch 512 --bf16   # both on bfloat16 operands: ..._fast_bf16.json
-    python benchmarks/conv_layers.py --arch fast --batch 512 --blas   # + the kernels on the other float32 GEMM
-                                                                      # (MKL's or OpenBLAS's: conv.FLOAT_BLAS)
+    python benchmarks/conv_layers.py --arch fast --batch 512 --blas   # + the kernels on the other float32 GEMMs
+                                                                      # (MKL's, OpenBLAS's, ours: conv.FLOAT_BLAS)
     python benchmarks/conv_layers.py --arch fast --batch 512 --bf16 --width 2   # the network at twice the channels:
                                                                       # ..._fast_bf16_w2.json
 
@@ -47,8 +47,8 @@ def main():
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--bf16", action="store_true", help="both frameworks' convolutions on bfloat16 operands "
                    "(minitorch: matmul precision medium; torch: oneDNN conv fp32_precision bf16)")
-    p.add_argument("--blas", action="store_true", help="add a column: the numba kernels calling the float32 GEMMs of the "
-                   "library conv.FLOAT_BLAS does not pick here (MKL or NumPy's OpenBLAS)")
+    p.add_argument("--blas", action="store_true", help="add columns: the numba kernels calling the float32 GEMMs of the "
+                   "libraries conv.FLOAT_BLAS does not pick here (of MKL, NumPy's OpenBLAS and kernels/cpu/gemm.py)")
     p.add_argument("--out", default=None, help="the JSON to write (default: benchmarks/results/conv_layers_ARCH[_bf16].json)")
     args = p.parse_args()
     import numba
@@ -75,9 +75,9 @@ def main():
     rng = np.random.default_rng(0)
     rows = []
     chosen = K.float_blas()
-    other = "openblas" if chosen == "mkl" else "mkl"
-    paths = ("default", *(("unpacked",) if args.bf16 else ("row-shift",)), *(("other-blas",) if args.blas else ()), "im2col")
-    extra = (f"{'not packed':>16}" if args.bf16 else f"{'no winograd':>16}") + (f"{'numba ' + other:>16}" if args.blas else "")
+    others = [lib for lib in ("mkl", "openblas", "numba") if lib != chosen] if args.blas else []
+    paths = ("default", *(("unpacked",) if args.bf16 else ("row-shift",)), *others, "im2col")
+    extra = (f"{'not packed':>16}" if args.bf16 else f"{'no winograd':>16}") + "".join(f"{'with ' + lib:>16}" for lib in others)
     print(f"{args.arch} at width {args.width:g}, batch {args.batch}, {args.threads} threads{', bfloat16 operands' if args.bf16 else ''}; "
           f"float32 GEMMs in the kernels: {chosen}; ms per call (forward / backward)")
     print(f"{'layer':<22}{'numba (path)':>24}{extra}{'im2col forced':>16}{'torch':>16}{'sgemm':>9}{'torch':>9}  (GFLOP/s: NumPy's"
@@ -96,7 +96,7 @@ def main():
                 K.ROW_SHIFT_MIN_CHANNELS = K.IMAGE_MIN_COLUMNS = 1 << 30
             K.WINOGRAD = path not in ("row-shift", "im2col")  # float32: what the layer runs without Winograd
             K.PACK_BF16 = path != "unpacked"  # bfloat16 GEMMs' shared operands packed once, or by each GEMM
-            K.FLOAT_BLAS = other if path == "other-blas" else chosen
+            K.FLOAT_BLAS = path if path in others else chosen
             try:
                 ours[path] = (median_ms(lambda: K.conv2d_forward(x, wt, b, stride, pad)),
                               median_ms(lambda: K.conv2d_backward(dout, saved, wt, stride, pad, need_dx)))
@@ -130,10 +130,10 @@ def main():
         rows.append(dict(layer=name, path=used, numba_ms=ours["default"], im2col_forced_ms=ours["im2col"], torch_ms=theirs,
                          numpy_sgemm_gflops=sgemm_gflops, torch_forward_gflops=torch_gflops,
                          **({"not_packed_ms": ours["unpacked"]} if args.bf16 else {"no_winograd_ms": ours["row-shift"]}),
-                         **({f"numba_{other}_ms": ours["other-blas"]} if args.blas else {})))
+                         **{f"numba_{lib}_ms": ours[lib] for lib in others}))
     total = lambda key: sum(sum(r[key]) for r in rows)  # noqa: E731
     print(f"{'total (fwd+bwd)':<29}" + "".join(f"{total(key):>{16 if i else 15}.1f}" for i, key in enumerate(
-        ("numba_ms", "not_packed_ms" if args.bf16 else "no_winograd_ms", *((f"numba_{other}_ms",) if args.blas else ()),
+        ("numba_ms", "not_packed_ms" if args.bf16 else "no_winograd_ms", *(f"numba_{lib}_ms" for lib in others),
          "im2col_forced_ms", "torch_ms"))))
     out = Path(args.out or Path(__file__).resolve().parent / "results" / f"conv_layers_{args.arch}{'_bf16' if args.bf16 else ''}{f'_w{args.width:g}' if args.width != 1 else ''}.json")
     out.write_text(json.dumps(dict(machine=machine.describe(), arch=args.arch, width=args.width, batch=args.batch, threads=args.threads, bf16=args.bf16,

@@ -181,9 +181,14 @@ EXPERIMENTS = {
     "long-w2-e40-cutout": [f"seeds --seeds 0 1 --ranks 2 {long_w2_options(40)} --out runs/long-w2-e40-cutout"],
     # how fast width 2 trains in float32 where there is no AMX (2 epochs on 10,240 images, not a run of the recipe):
     # 152 and 167 images/s on the AMD EPYC Zen 5, so long-w2-e40-cutout would take about 200 min there
+    # (NumPy's OpenBLAS GEMMs, auto's choice there until kernels/cpu/gemm.py; pinned here to keep the figure's meaning)
     "long-w2-f32-speed": [f"seeds --seeds 0 --ranks 2 "
                           f"{changed(long_w2_options(2), '--matmul-precision medium', '--matmul-precision highest')} "
-                          f"--train-subset 10240 --out runs/long-w2-f32-speed"],
+                          f"--float-gemm openblas --train-subset 10240 --out runs/long-w2-f32-speed"],
+    # the same with this package's own AVX-512 GEMM (kernels/cpu/gemm.py), auto's choice on the Zen 5 since
+    "long-w2-f32-speed-ours": [f"seeds --seeds 0 --ranks 2 "
+                               f"{changed(long_w2_options(2), '--matmul-precision medium', '--matmul-precision highest')} "
+                               f"--float-gemm numba --train-subset 10240 --out runs/long-w2-f32-speed-ours"],
     # two of those runs as one classifier (the mean of their TTA logits; needs both runs' best.npz): a recipe of
     # two 55-minute runs one after the other, inside the 2-hour budget
     "long-w2-e20-ensemble": [f"evaluate runs/long-w2-e20-cutout/seed0/best.npz runs/long-w2-e20-cutout/seed1/best.npz "

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from minitorch_cifar.train import TrainConfig
+from minitorch_cifar.train import FLOAT_GEMMS, TrainConfig
 
 
 def _bool_flag(parser, name, default, help):
@@ -44,6 +44,9 @@ def add_train_options(p):
     p.add_argument("--dtype", default=d.dtype, choices=["float32", "float64"])
     p.add_argument("--matmul-precision", default=d.matmul_precision, choices=["highest", "medium"],
                    help="medium: convolution GEMMs on bfloat16 operands summed in float32 (numba: Intel MKL's AMX GEMM)")
+    p.add_argument("--float-gemm", default=d.float_gemm, metavar="{" + ",".join(FLOAT_GEMMS) + "}",
+                   help="numba backend: the convolutions' float32 GEMMs from MKL, NumPy's OpenBLAS or this package's own "
+                        "AVX-512 kernel (auto: MKL on Intel, ours elsewhere with AVX-512, else OpenBLAS)")
     p.add_argument("--tta", type=int, nargs="?", const=1, default=d.tta, choices=[0, 1, 2],
                    help="test-time augmentation for the final test: 1 mirror, 2 mirror and 1-pixel shifts (--tta alone: 1)")
     _bool_flag(p, "dirac-init", d.dirac_init, "start 3x3 convs as partly the identity")

@@ -60,6 +60,12 @@ def describe() -> dict:
                 isa=None if flags is None else [f for f in ISA_FLAGS if f in flags], blas=blas())
 
 
+def has(flag: str) -> bool:
+    """Whether /proc/cpuinfo lists the instruction-set flag (False where it cannot be told)."""
+    flags = _cpuinfo()[1]
+    return flags is not None and flag in flags
+
+
 def amx_bf16() -> bool | None:
     """Whether the CPU has AMX's bfloat16 tile multiply; None where it cannot be told. It, not AVX512_BF16,
     is what made `--matmul-precision medium` pay: on a Zen 4 EPYC with AVX512_BF16 and no AMX the bfloat16

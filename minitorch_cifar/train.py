@@ -27,6 +27,9 @@ from minitorch_cifar.data.cifar import atomic_save_npz
 from minitorch_cifar.models import build_model, count_parameters, dirac_init, init_whitening
 
 
+FLOAT_GEMMS = ("auto", "mkl", "openblas", "numba")  # numba: kernels/cpu/gemm.py, this package's own
+
+
 @dataclass
 class TrainConfig:
     data: str | None = None
@@ -55,6 +58,7 @@ class TrainConfig:
     backend: str = "numba"
     dtype: str = "float32"
     matmul_precision: str = "highest"  # "medium": conv GEMMs on bfloat16 operands (backend.set_float32_matmul_precision)
+    float_gemm: str = "auto"  # numba backend: whose float32 GEMMs the convolutions call (kernels/cpu/conv.py FLOAT_BLAS)
     tta: int = 0  # test-time augmentation: 1 = average with the mirror image, 2 = also 1-pixel shifts
     dirac_init: bool = False  # start 3x3 convs as partly the identity (models.dirac_init)
     lookahead: bool = False  # airbench's lookahead: every 5 steps pull the weights toward an EMA
@@ -83,6 +87,7 @@ class TrainConfig:
             (self.dtype in ("float32", "float64"), f"--dtype must be float32 or float64, got {self.dtype}"),
             (self.matmul_precision in backend.MATMUL_PRECISIONS,
              f"--matmul-precision must be one of {', '.join(backend.MATMUL_PRECISIONS)}, got {self.matmul_precision}"),
+            (self.float_gemm in FLOAT_GEMMS, f"--float-gemm must be one of {', '.join(FLOAT_GEMMS)}, got {self.float_gemm}"),
             (0 <= self.warmup < 1, f"--warmup must be in [0, 1), got {self.warmup}"),
             (not (self.nesterov and self.momentum == 0), "--nesterov needs --momentum > 0"),
             (self.tta in (0, 1, 2), f"--tta must be 0, 1 or 2, got {self.tta}"),
@@ -315,6 +320,11 @@ def _train(config, data, progress, resume, on_step, log, comm):
     # precision first: one left by an earlier run in this process must not make set_backend refuse
     backend.set_float32_matmul_precision(config.matmul_precision)
     backend.set_backend(config.backend)  # raises, saying why, if "medium" cannot run on this backend here
+    float_gemm = None
+    if config.backend == "numba":
+        from minitorch_cifar.kernels.cpu import conv as cpu_conv
+        cpu_conv.FLOAT_BLAS = config.float_gemm  # like the precision: the process's setting from here on
+        float_gemm = cpu_conv.float_blas()
     dtype = np.dtype(config.dtype)
     backend.set_default_dtype(dtype)
     out = Path(config.out)
@@ -497,7 +507,8 @@ def _train(config, data, progress, resume, on_step, log, comm):
         final_train_accuracy=history[-1]["train_accuracy"], epochs=config.epochs,
         train_seconds=sum(r["epoch_seconds"] for r in history), wall_seconds=time.time() - started,
         images_per_s=float(np.median([r["images_per_s"] for r in history])), parameters=count_parameters(model),
-        data=data.source, backend=config.backend, machine=machine.describe(), config=dataclasses.asdict(config))
+        data=data.source, backend=config.backend, float_gemm=float_gemm, machine=machine.describe(),
+        config=dataclasses.asdict(config))
     _write_json(out / "summary.json", summary)
     tta = {0: "", 1: ", TTA: mirror", 2: ", TTA: mirror and 1-pixel shifts"}[config.tta]
     log(f"test accuracy {test_acc:.2f}% (loss {test_loss:.4f}{tta}); run folder {out}")

@@ -57,7 +57,7 @@ def test_chunked_convolution_equals_reference(g, f, bias, chunk_bytes):
 @settings(max_examples=30, deadline=None)
 @given(n=st.integers(1, 6), c=st.integers(1, 6), f=st.integers(1, 6), h=st.integers(1, 8), w=st.integers(1, 8),
        half=st.integers(0, 2), dtype=st.sampled_from([np.float32, np.float64]), group_columns=st.sampled_from([1, 40, 10_000]),
-       bias=st.booleans(), need_dx=st.booleans(), blas=st.sampled_from(["mkl", "openblas"]))
+       bias=st.booleans(), need_dx=st.booleans(), blas=st.sampled_from(["mkl", "openblas", "numba"]))
 @example(n=2, c=2, f=3, h=3, w=1, half=2, dtype=np.float64, group_columns=1, bias=True, need_dx=True, blas="mkl")  # shifts wider than a row
 @example(n=3, c=2, f=2, h=2, w=2, half=2, dtype=np.float32, group_columns=40, bias=False, need_dx=True, blas="openblas")
 def test_row_shift_convolution_equals_reference(n, c, f, h, w, half, dtype, group_columns, bias, need_dx, blas):
@@ -87,7 +87,7 @@ def test_row_shift_convolution_equals_reference(n, c, f, h, w, half, dtype, grou
 
 
 @settings(max_examples=30, deadline=None)
-@given(g=geometry(), f=st.integers(1, 5), bias=st.booleans(), need_dx=st.booleans(), blas=st.sampled_from(["mkl", "openblas"]))
+@given(g=geometry(), f=st.integers(1, 5), bias=st.booleans(), need_dx=st.booleans(), blas=st.sampled_from(["mkl", "openblas", "numba"]))
 def test_per_image_im2col_convolution_equals_reference(g, f, bias, need_dx, blas):
     """Any stride, padding and kernel: columns built one image at a time in a thread's scratch, the GEMMs
     called from inside the Numba loop writing out[n] and reading dout[n] in place, dx by per-image col2im."""
@@ -115,7 +115,7 @@ def test_per_image_im2col_convolution_equals_reference(g, f, bias, need_dx, blas
 @settings(max_examples=30, deadline=None)
 @given(n=st.integers(1, 5), c=st.integers(1, 20), f=st.integers(1, 6), h=st.integers(1, 11), w=st.integers(1, 11),
        dtype=st.sampled_from([np.float32, np.float64]), columns=st.sampled_from([1, 20, 10_000]),
-       bias=st.booleans(), need_dx=st.booleans(), blas=st.sampled_from(["mkl", "openblas"]))
+       bias=st.booleans(), need_dx=st.booleans(), blas=st.sampled_from(["mkl", "openblas", "numba"]))
 @example(n=3, c=17, f=4, h=7, w=7, dtype=np.float64, columns=20, bias=True, need_dx=True, blas="mkl")  # the fast net's 7x7
 @example(n=2, c=2, f=3, h=1, w=6, dtype=np.float32, columns=1, bias=False, need_dx=True, blas="openblas")
 def test_winograd_convolution_equals_reference(n, c, f, h, w, dtype, columns, bias, need_dx, blas):
@@ -155,11 +155,13 @@ def test_winograd_only_where_it_applies(monkeypatch):
     assert not applies(x, 3, 3, 1, 1)
 
 
-@pytest.mark.parametrize("vendor, picked", [("GenuineIntel", "mkl"), ("AuthenticAMD", "openblas"), (None, "mkl")])
-def test_float_gemms_are_mkls_on_intel_and_openblas_elsewhere(monkeypatch, vendor, picked):
+@pytest.mark.parametrize("vendor, avx512, picked", [("GenuineIntel", True, "mkl"), ("AuthenticAMD", False, "openblas"),
+                                                     ("AuthenticAMD", True, "numba"), (None, False, "mkl")])
+def test_float_gemms_are_mkls_on_intel_ours_with_avx512_elsewhere_else_openblas(monkeypatch, vendor, avx512, picked):
     if not cpu.blas.openblas_available():
         pytest.skip("NumPy's OpenBLAS not found (a NumPy built on another BLAS)")
     monkeypatch.setattr(cpu.conv.machine, "vendor", lambda: vendor)
+    monkeypatch.setattr(cpu.conv.machine, "has", lambda flag: avx512 and flag == "avx512f")
     assert cpu.conv.float_blas() == picked
     monkeypatch.setattr(cpu.conv, "FLOAT_BLAS", "mkl")
     assert cpu.conv.float_blas() == "mkl"

@@ -105,6 +105,22 @@ def test_resume_equals_uninterrupted(tiny_folder, tmp_path):
     assert [r["train_loss"] for r in ha] == [r["train_loss"] for r in hb]
 
 
+def test_float_gemm_picks_the_convolutions_gemm_and_each_trains_alike(tiny_folder, tmp_path, monkeypatch):
+    """--float-gemm reaches the kernels and the summary; ours and OpenBLAS's give the same run up to float32
+    rounding (same seed, so the same batches and initial weights)."""
+    from minitorch_cifar.kernels import cpu
+    monkeypatch.setattr(cpu.conv, "FLOAT_BLAS", "auto")  # restored after the test: train sets it process-wide
+    runs = {}
+    for gemm in ("openblas", "numba"):
+        out = tmp_path / gemm
+        assert main(["train", "--data", str(tiny_folder), "--epochs", "2", "--out", str(out), "--float-gemm", gemm] + FAST) == 0
+        assert cpu.conv.FLOAT_BLAS == gemm
+        runs[gemm] = json.loads((out / "summary.json").read_text()), json.loads((out / "history.json").read_text())
+        assert runs[gemm][0]["float_gemm"] == gemm and runs[gemm][0]["config"]["float_gemm"] == gemm
+    losses = {gemm: [r["train_loss"] for r in history] for gemm, (_, history) in runs.items()}
+    np.testing.assert_allclose(losses["numba"], losses["openblas"], rtol=1e-3)
+
+
 def test_nan_loss_stops_with_a_clear_message(tiny_folder, tmp_path, capsys):
     out = tmp_path / "nan"
     code = main(["train", "--data", str(tiny_folder), "--epochs", "3", "--out", str(out), *FAST, "--lr", "1e6", "--no-nesterov", "--momentum", "0"])
@@ -117,6 +133,7 @@ def test_nan_loss_stops_with_a_clear_message(tiny_folder, tmp_path, capsys):
     (["--epochs", "0"], "--epochs must be >= 1"),
     (["--augment", "rotate"], "unknown augmentation"),
     (["--schedule", "exp"], "--schedule must be one of"),
+    (["--float-gemm", "atlas"], "--float-gemm must be one of auto, mkl, openblas, numba"),
     (["--batch-size", "5000"], "larger than the"),
 ])
 def test_bad_options_one_line(tiny_folder, tmp_path, capsys, argv, message):

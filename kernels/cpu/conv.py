@@ -15,7 +15,7 @@ from numba import njit, prange
 
 from minitorch_cifar import backend, machine
 
-from . import bf16, blas
+from . import bf16, blas, gemm
 from .norm import channel_sums
 
 OPTS = dict(parallel=True, cache=True, error_model="numpy", fastmath=False)
@@ -297,42 +297,51 @@ def _images_to_rows(dout, y, p):
 @njit(inline="always")
 def _gemm(gemms, itemsize, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc):
     """Row-major c = op(a) @ op(b) + beta*c on addresses; the operands' item size picks the bfloat16,
-    float32 or float64 GEMM from gemms (_gemms(), passed in so that Numba can cache the kernels: the
+    float32 or float64 GEMM from gemms (_gemms(): three GEMMs and whether float32 goes to gemm.sgemm instead; passed in so that Numba can cache the kernels: the
     functions' addresses change from process to process)."""
     if itemsize == 2:
         gemms[0](101, trans_a, trans_b, m, n, k, np.float32(1), a, lda, b, ldb, np.float32(beta), c, ldc)
+    elif itemsize == 4 and gemms[3]:
+        gemm.sgemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, np.float32(beta), c, ldc)
     elif itemsize == 4:
         gemms[1](101, trans_a, trans_b, m, n, k, np.float32(1), a, lda, b, ldb, np.float32(beta), c, ldc)
     else:
         gemms[2](101, trans_a, trans_b, m, n, k, 1.0, a, lda, b, ldb, beta, c, ldc)
 
 
-# Whose float32/float64 GEMMs the loops call: "mkl", "openblas" (NumPy's own), or "auto": MKL on Intel CPUs,
-# OpenBLAS on the others. Single-threaded, at this file's GEMM shapes, OpenBLAS was 2-11% faster than MKL
-# on an AMD EPYC (Zen 3, AVX2); on the Intel Xeon (AVX-512, AMX) of the earlier sessions MKL ran near its
-# peak and OpenBLAS was not compared. python benchmarks/conv_layers.py --blas times the layers with both.
-# bfloat16 is always MKL's.
+# Whose float32/float64 GEMMs the loops call: "mkl", "openblas" (NumPy's own), "numba" (float32 from
+# gemm.sgemm, this package's own AVX-512 GEMM; float64 then OpenBLAS's), or "auto": MKL on Intel CPUs,
+# ours on the other CPUs with AVX-512, OpenBLAS on the rest. Single-threaded, at this file's GEMM shapes,
+# OpenBLAS was 2-11% faster than MKL on an AMD EPYC (Zen 3, AVX2); on the Intel Xeon (AVX-512, AMX) of the
+# earlier sessions MKL ran near its peak; on the AMD EPYC Zen 5 (AVX-512; OpenBLAS held to AVX2 there by
+# OPENBLAS_CORETYPE, MKL on its AVX2 path) ours ran 1.2-2.0x OpenBLAS's GFLOP/s at the Winograd GEMMs'
+# shapes (benchmarks/results/gemm_zen5.json) and width 2's convolutions 1.39x faster (conv_layers_fast_zen5_w2_ours.json).
+# On Zen 4 (AVX-512 on 256-bit units) and on Intel CPUs ours was not timed. python benchmarks/conv_layers.py
+# --blas times the layers with each. bfloat16 is always MKL's.
 FLOAT_BLAS = "auto"
 
 
 def float_blas():
     """The library FLOAT_BLAS picks on this machine."""
     if FLOAT_BLAS == "auto":
-        return "mkl" if machine.vendor() in ("GenuineIntel", None) or not blas.openblas_available() else "openblas"
-    if FLOAT_BLAS not in ("mkl", "openblas"):
-        raise ValueError(f"conv.FLOAT_BLAS must be 'auto', 'mkl' or 'openblas', not {FLOAT_BLAS!r}")
+        if machine.vendor() in ("GenuineIntel", None) or not blas.openblas_available():
+            return "mkl"
+        return "numba" if machine.has("avx512f") else "openblas"
+    if FLOAT_BLAS not in ("mkl", "openblas", "numba"):
+        raise ValueError(f"conv.FLOAT_BLAS must be 'auto', 'mkl', 'openblas' or 'numba', not {FLOAT_BLAS!r}")
     return FLOAT_BLAS
 
 
 @contextlib.contextmanager
 def _gemms():
-    """The (bfloat16, float32, float64) GEMMs for a kernel call; OpenBLAS's are held at one thread meanwhile."""
-    mkl = bf16.nopython_gemms()
-    if float_blas() == "mkl":
-        yield mkl
+    """The (bfloat16, float32, float64) GEMMs for a kernel call and whether float32 is gemm.sgemm's instead;
+    OpenBLAS's are held at one thread meanwhile."""
+    mkl, chosen = bf16.nopython_gemms(), float_blas()
+    if chosen == "mkl":
+        yield (*mkl, False)
         return
     with blas.one_thread():
-        yield (mkl[0], *blas.nopython_gemms())
+        yield (mkl[0], *blas.nopython_gemms(), chosen == "numba")
 
 
 @njit(inline="always")
