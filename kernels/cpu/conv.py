@@ -315,7 +315,8 @@ def _gemm(gemms, itemsize, trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, l
 # OpenBLAS was 2-11% faster than MKL on an AMD EPYC (Zen 3, AVX2); on the Intel Xeon (AVX-512, AMX) of the
 # earlier sessions MKL ran near its peak; on the AMD EPYC Zen 5 (AVX-512; OpenBLAS held to AVX2 there by
 # OPENBLAS_CORETYPE, MKL on its AVX2 path) ours ran 1.2-2.0x OpenBLAS's GFLOP/s at the Winograd GEMMs'
-# shapes (benchmarks/results/gemm_zen5.json) and width 2's convolutions 1.39x faster (conv_layers_fast_zen5_w2_ours.json).
+# shapes (benchmarks/results/gemm_zen5.json), width 2's convolutions 1.28x faster (2.17 s against 2.77 s,
+# benchmarks/results/conv_layers_fast_zen5_w2_ours.json).
 # On Zen 4 (AVX-512 on 256-bit units) and on Intel CPUs ours was not timed. python benchmarks/conv_layers.py
 # --blas times the layers with each. bfloat16 is always MKL's.
 FLOAT_BLAS = "auto"
@@ -337,8 +338,8 @@ def _gemms():
     """The (bfloat16, float32, float64) GEMMs for a kernel call and whether float32 is gemm.sgemm's instead;
     OpenBLAS's are held at one thread meanwhile."""
     mkl, chosen = bf16.nopython_gemms(), float_blas()
-    if chosen == "mkl":
-        yield (*mkl, False)
+    if chosen == "mkl" or (chosen == "numba" and not blas.openblas_available()):  # then float64 is MKL's
+        yield (*mkl, chosen == "numba")
         return
     with blas.one_thread():
         yield (mkl[0], *blas.nopython_gemms(), chosen == "numba")
