@@ -17,6 +17,10 @@ Only B is packed (copied into a contiguous kc x NR panel), and only where its ro
 memory (MR streams, one per row) and loads B's rows in place, which saved the copies that cost as much as
 the arithmetic at these small GEMMs (first version: 0.7-1.4x OpenBLAS at 64-128 channels, now 0.9-1.7x).
 
+Numba's cache does not see edits here in the kernels that call sgemm: conv.py's cached kernels keep the
+old code until their cache files go (rm kernels/cpu/__pycache__/*.nb[ic]); touching conv.py was not enough.
+Prefetching C's block at the micro-kernel's start was tried and gained nothing (forward passes 5-15% slower).
+
 Called single-threaded from each thread of the convolutions' parallel loops (conv.py), with CBLAS's
 conventions on addresses, like the MKL and OpenBLAS GEMMs it stands in for. Under NUMBA_DISABLE_JIT the
 same code runs as plain Python with a NumPy micro-kernel (_micro below), slowly but readably.
@@ -88,15 +92,6 @@ def _micro_llvm(typingctx, kc, a, a_rows, a_cols, b, ldb, c, ldc, beta):
         def const(i):
             return ir.Constant(i64, i)
 
-        # C's block is read only at the end, but it is often cold (dW's blocks, summed over a whole batch):
-        # ask for its lines now, so that they arrive while the loop runs
-        prefetch = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [
-            ir.IntType(8).as_pointer(), i32, i32, i32]), "llvm.prefetch.p0")
-        for i in range(MR):
-            for line in range(0, NR, 64 // 4):
-                at = builder.bitcast(builder.gep(pc, [builder.add(builder.mul(ldc, const(i)), const(line))]),
-                                     ir.IntType(8).as_pointer())
-                builder.call(prefetch, [at, ir.Constant(i32, 1), ir.Constant(i32, 3), ir.Constant(i32, 1)])
         a_row_starts = [builder.gep(pa, [builder.mul(a_rows, const(i))]) for i in range(MR)]
         # allocas: LLVM's mem2reg turns them into the SSA registers the loop carries
         acc = [[cgutils.alloca_once_value(builder, ir.Constant(vec, [0.0] * LANES)) for _ in range(vectors)]
