@@ -90,13 +90,15 @@ def budget(points, path, targets=(), extrapolation=None, title="test accuracy ag
     seeds) and named (False: grey and unlabelled); targets are (minutes, accuracy) corners of the regions to reach (up and to the left of each);
     extrapolation is ((minutes, accuracy), (minutes, accuracy)), drawn dotted."""
     fig, ax = plt.subplots(figsize=(9, 5.5))
-    for p in points:  # the named ones (the frontier, say) in colour; the rest as grey context
+    labelled = 0
+    for p in sorted(points, key=lambda p: p["minutes"]):  # the named ones (the frontier, say) in colour; the rest grey
         named = p.get("named", True)
         ax.errorbar(p["minutes"], p["mean"], yerr=[[p["mean"] - p["min"]], [p["max"] - p["mean"]]], fmt="o",
                     color="C0" if named else "0.6", ms=4 if named else 3, capsize=2, zorder=3 if named else 2)
-        if named:
-            ax.annotate(f"{p['name']} ({p['mean']:.2f}%)", (p["minutes"], p["mean"]), fontsize=7, xytext=(4, -10),
-                        textcoords="offset points")
+        if named:  # below and above in turn, so that neighbours' labels do not overlap
+            ax.annotate(f"{p['name']} ({p['mean']:.2f}%)", (p["minutes"], p["mean"]), fontsize=7,
+                        xytext=(4, -10 if labelled % 2 == 0 else 6), textcoords="offset points")
+            labelled += 1
     for i, (minutes, accuracy) in enumerate(targets):
         color = f"C{i + 1}"
         ax.fill_between([0.1, minutes], accuracy, 100, color=color, alpha=0.1)

@@ -186,19 +186,20 @@ def test_14_budget_extrapolates_from_the_seeds_two_epoch_budgets_share(tmp_path)
     budget = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(budget)
 
-    def write(name, model, epochs, accuracies, minutes, width=2.0):
+    def write(name, model, epochs, accuracies, minutes, width=2.0, train_subset=0):
         folder = tmp_path / name
         folder.mkdir()
         seeds = list(range(len(accuracies)))
         folder.joinpath("seeds.json").write_text(json.dumps({
             "test_accuracies": accuracies, "seeds": seeds, "mean": sum(accuracies) / len(accuracies),
             "min": min(accuracies), "max": max(accuracies), "minutes_per_run": minutes, "data": "jpeg",
-            "recipe": {"model": model, "epochs": epochs, "width": width}}))
+            "recipe": {"model": model, "epochs": epochs, "width": width, "train_subset": train_subset}}))
 
     write("short", "fast", 20, [92.0, 95.0], 50.0)  # seed 1 alone would lift the shorter mean to 93.5
     write("long", "fast", 40, [92.5], 100.0)
     write("slow-and-worse", "fast", 10, [91.0], 200.0)
     write("vgg", "deeper", 30, [90.0], 200.0)  # not the fast network: not a point
+    write("speed", "fast", 2, [40.0], 2.0, train_subset=10240)  # a speed measurement on a subset: not a point
     summary = budget.main(["short", "long", "--target", "93", "--results", str(tmp_path)])
     fit = summary["extrapolation"]
     assert fit["seeds"] == [0] and fit["gain_per_doubling"] == pytest.approx(0.5)

@@ -8,7 +8,7 @@ import pytest
 import minitorch_cifar as mc
 from minitorch_cifar import machine
 from minitorch_cifar.cli import main
-from minitorch_cifar.train import TrainConfig, train
+from minitorch_cifar.train import TrainConfig, load_checkpoint, train
 
 FAST = ["--model", "simple", "--width", "0.25", "--batch-size", "25", "--lr", "0.05", "--val-size", "50",
         "--augment", "flip", "--backend", "numba", "--no-progress"]
@@ -119,6 +119,13 @@ def test_float_gemm_picks_the_convolutions_gemm_and_each_trains_alike(tiny_folde
         assert runs[gemm][0]["float_gemm"] == gemm and runs[gemm][0]["config"]["float_gemm"] == gemm
     losses = {gemm: [r["train_loss"] for r in history] for gemm, (_, history) in runs.items()}
     np.testing.assert_allclose(losses["numba"], losses["openblas"], rtol=1e-3)
+    # the weights after 2 epochs: alike up to float32 rounding, and not bit for bit (else the option changed nothing)
+    weights = {gemm: load_checkpoint(tmp_path / gemm / "checkpoint.npz")[0] for gemm in runs}
+    assert weights["numba"].keys() == weights["openblas"].keys()
+    for name, ours in weights["numba"].items():
+        theirs = weights["openblas"][name]
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4 * max(1.0, float(np.abs(theirs).max())), err_msg=name)
+    assert any(not np.array_equal(weights["numba"][k], weights["openblas"][k]) for k in weights["numba"])
 
 
 def test_nan_loss_stops_with_a_clear_message(tiny_folder, tmp_path, capsys):

@@ -166,9 +166,10 @@ def sgemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc):
     bv = _floats(b, (k - 1) * ldb + n if trans_b == _NO_TRANS else (n - 1) * ldb + k)
     # op(A)'s element (i, p) is at a + 4*(i*a_rows + p*a_cols)
     a_rows, a_cols = (lda, 1) if trans_a == _NO_TRANS else (1, lda)
-    a_edge = np.empty(MR * min(k, KC), np.float32)
-    b_panel = np.empty(min(k, KC) * NR, np.float32)
-    edge = np.empty(MR * NR, np.float32)  # C's blocks that are not whole go through here
+    kc_max = min(k, KC)
+    scratch = np.empty((NR + MR) * kc_max + MR * NR, np.float32)  # one allocation a call, not three
+    b_panel, edge = scratch[:kc_max * NR], scratch[kc_max * NR:kc_max * NR + MR * NR]  # B's rows 64-byte apart
+    a_edge = scratch[kc_max * NR + MR * NR:]  # edge: C's blocks that are not whole go through here
     for k0 in range(0, k, KC):
         kc = min(KC, k - k0)
         beta_k = beta if k0 == 0 else np.float32(1)

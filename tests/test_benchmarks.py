@@ -1,0 +1,52 @@
+"""The benchmarks time the computations they name: benchmarks/winograd_parts.py's separately timed parts,
+chained, give the convolution's own output and gradients."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import minitorch_cifar  # noqa: F401  (maps minitorch_cifar.kernels)
+from minitorch_cifar.kernels.cpu import conv
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("N,C,F,H", [(3, 16, 8, 7), (2, 24, 16, 9)])
+def test_winograd_parts_chained_are_the_convolution(N, C, F, H, monkeypatch):
+    monkeypatch.setattr(conv, "WINOGRAD_COLUMNS", 4)  # several tile groups, the last one partial
+    parts = load("winograd_parts")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((N, C, H, H)).astype(np.float32)
+    w = rng.standard_normal((F, C, 3, 3)).astype(np.float32) / np.float32(np.sqrt(9 * C))
+    dout = rng.standard_normal((N, F, H, H)).astype(np.float32)
+    G, V, M, pad, rows, acc = (a if i == 0 else a[0] for i, a in enumerate(conv._winograd_scratch(x, F)))
+    TH = TW = (H + 3) // 4
+    L = V.shape[2]
+    U = conv._winograd_weights(w).copy()
+    out, dx, dV, dU = np.empty_like(dout), np.empty_like(x), np.empty_like(V), np.zeros_like(U)
+    dpad = np.zeros_like(pad)  # as the convolution: the adjoint's own padded plane
+    ours, ours_saved = conv.conv2d_forward(x, w, None, 1, 1)
+    ours_dx, ours_dw, _ = conv.conv2d_backward(dout, ours_saved, w, 1, 1, True, False)
+    with conv._gemms() as gemms:
+        for n0 in range(0, N, G):  # the benchmark runs each part over every group; chained, one group at a time
+            xs, outs, douts, dxs = x[n0:n0 + G], out[n0:n0 + G], dout[n0:n0 + G], dx[n0:n0 + G]
+            n = len(xs)
+            parts._input_transforms(n, G, xs, V, pad, rows)
+            parts._each_gemm(0, n, G, TH * TW, U, V, M, dU, L, gemms)
+            parts._output_transforms(n, G, M, outs, np.zeros(F, np.float32), TH, TW, acc)
+            parts._output_transforms_adjoint(n, G, douts, M, TH, TW, acc)
+            parts._each_gemm(1, n, G, TH * TW, U, V, M, dU, L, gemms)
+            parts._each_gemm(2, n, G, TH * TW, U, dV, M, dU, L, gemms)
+            parts._input_transforms_adjoint(n, G, dV, dxs, dpad, rows)
+    np.testing.assert_allclose(out, ours, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dx, ours_dx, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(conv._winograd_weight_grad(dU, F, C), ours_dw, rtol=1e-4, atol=1e-3)
+    assert parts.conv_shapes("fast", 0.5)[1] == (24, 32, 31, 31, 3, 1)  # the layers it times: fast's, in order
