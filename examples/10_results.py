@@ -185,6 +185,11 @@ EXPERIMENTS = {
     # the same network trained twice as long (its train accuracy was still 95.6% at the end of 20 epochs): one
     # run of ~110 minutes on the Xeon with AMX, inside the 2-hour budget as a single network
     "long-w2-e40-cutout": [f"seeds --seeds 0 1 --ranks 2 {long_w2_options(40)} --out runs/long-w2-e40-cutout"],
+    # the same recipe in float32 on a CPU without AMX (our AVX-512 GEMM, auto's choice on the AMD EPYC Zen 5):
+    # seed 2, a third seed of the 2-hour recipe and its time measured there rather than estimated
+    "long-w2-e40-cutout-f32": [f"seeds --seeds 2 --ranks 2 "
+                               f"{changed(long_w2_options(40), '--matmul-precision medium', '--matmul-precision highest')} "
+                               f"--out runs/long-w2-e40-cutout-f32"],
     # how fast width 2 trains in float32 where there is no AMX (2 epochs on 10,240 images, not a run of the recipe):
     # 152 and 167 images/s on the AMD EPYC Zen 5, so long-w2-e40-cutout would take about 200 min there
     # (NumPy's OpenBLAS GEMMs, auto's choice there until kernels/cpu/gemm.py; pinned here to keep the figure's meaning)
