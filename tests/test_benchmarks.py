@@ -50,3 +50,15 @@ def test_winograd_parts_chained_are_the_convolution(N, C, F, H, monkeypatch):
     np.testing.assert_allclose(dx, ours_dx, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(conv._winograd_weight_grad(dU, F, C), ours_dw, rtol=1e-4, atol=1e-3)
     assert parts.conv_shapes("fast", 0.5)[1] == (24, 32, 31, 31, 3, 1)  # the layers it times: fast's, in order
+
+
+def test_winograd_bf16_matrices_compute_the_correlation_and_bfloat16_rounds_to_nearest():
+    bench = load("winograd_bf16")
+    rng = np.random.default_rng(1)
+    d, g = rng.standard_normal(6), rng.standard_normal(3)
+    for points in bench.POINT_SETS:
+        AT, G, BT = bench.winograd_matrices(points)
+        np.testing.assert_allclose(AT @ ((G @ g) * (BT @ d)), [d[i:i + 3] @ g for i in range(4)], atol=1e-12)
+    AT, G, BT = bench.winograd_matrices((0, 1, -1, 2, -2))  # conv.py's points: its G, up to the order of rows
+    np.testing.assert_allclose(np.abs(G), np.abs(conv._G), atol=1e-12)
+    assert bench.bfloat16(np.float32(1 + 2 ** -8)) == 1.0 and bench.bfloat16(np.float32(1 + 3 * 2 ** -9)) == 1 + 2 ** -7
