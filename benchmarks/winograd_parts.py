@@ -17,47 +17,14 @@ from pathlib import Path
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit
 
 import minitorch_cifar as mc
 from minitorch_cifar import machine, models, nn
 from minitorch_cifar.kernels.cpu import conv
 from minitorch_cifar.kernels.cpu.conv import (_NO_TRANS, _TRANS, _gemm, _input_tiles, _input_tiles_adjoint,
                                               _output_tiles, _output_tiles_adjoint)
-
-ACCUMULATORS = 12  # independent FMA chains: enough to cover the FMA latency on two pipes
-
-
-@intrinsic
-def _fma_loop(typingctx, n):
-    def codegen(context, builder, signature, args):
-        vec = ir.VectorType(ir.FloatType(), 16)
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), "llvm.fma.v16f32")
-        accs = [cgutils.alloca_once_value(builder, ir.Constant(vec, [0.0] * 16)) for _ in range(ACCUMULATORS)]
-        x = builder.load(cgutils.alloca_once_value(builder, ir.Constant(vec, [1e-3] * 16)))
-        with cgutils.for_range(builder, args[0]):
-            for acc in accs:
-                builder.store(builder.call(fma, [x, x, builder.load(acc)]), acc)
-        total = builder.load(accs[0])
-        for acc in accs[1:]:
-            total = builder.fadd(total, builder.load(acc))
-        return builder.extract_element(total, ir.Constant(ir.IntType(32), 0))
-    return types.float32(types.intp), codegen
-
-
-@njit
-def _fma_peak(n):
-    return _fma_loop(n)
-
-
-def fma_peak_gflops(iterations=20_000_000):
-    _fma_peak(10)
-    t = time.perf_counter()
-    _fma_peak(iterations)
-    return iterations * ACCUMULATORS * 16 * 2 / (time.perf_counter() - t) / 1e9
+from winograd_bf16 import peaks  # the FMA peak loop, shared (run as a script, benchmarks/ is on sys.path)
 
 
 @njit
@@ -204,7 +171,7 @@ def main():
     args = p.parse_args()
     numba.set_num_threads(1)
     rng = np.random.default_rng(0)
-    peak = fma_peak_gflops()
+    peak = peaks(kinds=("fma",))["fma"]
     print(f"one thread on {machine.describe()['cpu']}; float32 GEMM: {conv.float_blas()}; "
           f"peak of 512-bit FMAs on registers: {peak:.0f} GFLOP/s")
     layers, totals, gemm_ms, gemm_gflop = [], {}, 0.0, 0.0
