@@ -23,15 +23,14 @@ from numba.extending import intrinsic
 from numpy.polynomial import polynomial
 
 from minitorch_cifar import machine
+from minitorch_cifar.kernels.cpu import bf16
 
 POINT_SETS = [(0, 1, -1, 2, -2), (0, 1, -1, 0.5, -0.5), (0, 1, -1, 0.5, -2), (0, 1, -1, 0.5, 2)]
 
 
 def bfloat16(a):
-    """a rounded to bfloat16 (to nearest, ties to even), returned as float64."""
-    bits = np.asarray(a, np.float32).view(np.uint32).astype(np.uint64)
-    bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
-    return bits.astype(np.uint32).view(np.float32).astype(np.float64)
+    """a rounded to bfloat16 as the convolutions round it (bf16.to_bf16), returned as float64."""
+    return bf16.to_float32(bf16.to_bf16(a)).astype(np.float64)
 
 
 def winograd_matrices(points, m=4, r=3):

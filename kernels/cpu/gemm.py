@@ -168,8 +168,9 @@ def sgemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc):
     a_rows, a_cols = (lda, 1) if trans_a == _NO_TRANS else (1, lda)
     kc_max = min(k, KC)
     scratch = np.empty((NR + MR) * kc_max + MR * NR, np.float32)  # one allocation a call, not three
-    b_panel, edge = scratch[:kc_max * NR], scratch[kc_max * NR:kc_max * NR + MR * NR]  # B's rows 64-byte apart
-    a_edge = scratch[kc_max * NR + MR * NR:]  # edge: C's blocks that are not whole go through here
+    b_panel = scratch[:kc_max * NR]  # B's packed rows, 64 bytes apart
+    edge = scratch[kc_max * NR:kc_max * NR + MR * NR]  # C's blocks that are not whole go through here
+    a_edge = scratch[kc_max * NR + MR * NR:]
     for k0 in range(0, k, KC):
         kc = min(KC, k - k0)
         beta_k = beta if k0 == 0 else np.float32(1)
