@@ -42,7 +42,7 @@ class Communicator:
             comm = MPI.COMM_WORLD
         self.comm = comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
-        self._flat = None
+        self._flats = {}  # one packing buffer per gradient layout (two models may train: see train.ProxySelector)
 
     @property
     def is_root(self):
@@ -63,17 +63,18 @@ class Communicator:
         from mpi4py import MPI
         grads = [p.grad for p in params]
         total = sum(g.size for g in grads)
-        if self._flat is None or self._flat.size != total or self._flat.dtype != grads[0].dtype:
-            self._flat = np.empty(total, dtype=grads[0].dtype)
+        flat = self._flats.get((total, grads[0].dtype))
+        if flat is None:
+            flat = self._flats[total, grads[0].dtype] = np.empty(total, dtype=grads[0].dtype)
         offset = 0
         for g in grads:
-            self._flat[offset:offset + g.size] = g.reshape(-1)
+            flat[offset:offset + g.size] = g.reshape(-1)
             offset += g.size
-        self.comm.Allreduce(MPI.IN_PLACE, self._flat, op=MPI.SUM)
-        self._flat /= self.size
+        self.comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
+        flat /= self.size
         offset = 0
         for g in grads:
-            g.reshape(-1)[...] = self._flat[offset:offset + g.size]
+            g.reshape(-1)[...] = flat[offset:offset + g.size]
             offset += g.size
 
     def sum(self, values):

@@ -78,9 +78,10 @@ def fast(activation, batchnorm, dropout, width, num_classes):
 
     a frozen 2x2 patch-whitening stem to 24 channels (set from the data by ``init_whitening``), then three
     groups conv3x3 - maxpool - BN - act - conv3x3 - BN - act of widths 64/256/256, a global max pool and
-    a bias-free linear head whose logits are scaled by 1/9.
+    a bias-free linear head whose logits are scaled by 1/9. ``width``: a multiplier of those widths, or the
+    three widths themselves (a tuple: the hard-example proxy's 32/64/64 is no multiple of them).
     """
-    widths = [max(1, round(c * width)) for c in (64, 256, 256)]
+    widths = list(width) if isinstance(width, (tuple, list)) else [max(1, round(c * width)) for c in (64, 256, 256)]
     stem = nn.Conv2d(3, 24, 2, padding=0)
     stem.weight.requires_grad = False  # whitening: fixed from the data, only its bias trains
     layers, cin = [stem, _act(activation)], 24

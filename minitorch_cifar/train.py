@@ -71,6 +71,9 @@ class TrainConfig:
     train_subset: int = 0  # > 0: train on only this many images (quick experiments and tests)
     distributed: bool = False  # data-parallel over MPI ranks (launch with mpiexec -n K)
     sync_bn: bool = False  # with distributed: batch-norm statistics over all ranks
+    select_keep: float = 1.0  # < 1: train on this share of each batch, the hardest by a proxy's loss (ProxySelector)
+    proxy_widths: str = "32,64,64"  # with select_keep < 1: the proxy, a `fast` network of these group widths
+    proxy_every: int = 4  # with select_keep < 1: the proxy trains every this many steps
     out: str = "runs/latest"
 
     def validate(self):
@@ -100,6 +103,10 @@ class TrainConfig:
              "--no-decay-bn-scales needs --train-bn-scales with --model fast (its scales are frozen at 1)"),
             (self.whiten or self.model == "fast", "--no-whiten needs --model fast (the only one with a whitening stem)"),
             (self.whiten or not self.whiten_bias_epochs, "--whiten-bias-epochs freezes the whitening stem's bias; --no-whiten has none"),
+            (0 < self.select_keep <= 1, f"--select-keep must be in (0, 1], got {self.select_keep}"),
+            (self.select_keep == 1 or (self.model == "fast" and self.whiten),
+             "--select-keep < 1 needs --model fast with its whitening stem (the proxy is a small `fast`)"),
+            (self.proxy_every >= 1, f"--proxy-every must be >= 1, got {self.proxy_every}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -107,7 +114,17 @@ class TrainConfig:
         if self.schedule not in optim.SCHEDULES:
             raise ValueError(f"--schedule must be one of {', '.join(optim.SCHEDULES)}, got {self.schedule}")
         Augment(self.augment)  # raises on unknown names
+        self.proxy_group_widths()
         return self
+
+    def proxy_group_widths(self):
+        try:
+            widths = tuple(int(w) for w in self.proxy_widths.split(","))
+        except ValueError:
+            widths = ()
+        if len(widths) != 3 or min(widths) < 1:
+            raise ValueError(f"--proxy-widths must be three positive channel counts like 32,64,64, got {self.proxy_widths!r}")
+        return widths
 
 
 def as_current_config(saved: dict) -> dict:
@@ -182,6 +199,7 @@ def load_checkpoint(path):
             state = {k[len("model/"):]: z[k] for k in z.files if k.startswith("model/")}
             velocity = {tuple(int(p) for p in k.split("/")[1:]): z[k] for k in z.files if k.startswith("velocity/")}
             meta["_ema"] = [z[f"ema/{i}"] for i in range(sum(k.startswith("ema/") for k in z.files))]
+            meta["_proxy"] = {k: z[k] for k in z.files if k.startswith("proxy")}
     except (OSError, ValueError, KeyError) as e:
         raise ValueError(f"{path}: not a readable minitorch-cifar checkpoint ({e})") from None
     return state, velocity, meta
@@ -266,6 +284,68 @@ class Lookahead:
 
     def finish(self):
         self._update(1.0)
+
+
+class ProxySelector:
+    """Hard-example selection (airbench96_faster, Keller Jordan 2024): a small `fast` network, the proxy,
+    scores every batch, and the main network trains only on the ``keep`` share with the highest proxy loss,
+    so each of its steps costs about ``keep`` as much. The main network's loss gradient is scaled by
+    ``keep``, which keeps its lr per example (airbench sums the loss; this library averages it). The proxy
+    trains too, on those hardest examples every ``every``-th step, with the run's optimiser settings and
+    schedule; it needs no lookahead or test. Data-parallel, each rank keeps the hardest of its own shard."""
+
+    def __init__(self, config, whiten_images, total_steps, comm):
+        self.keep, self.every, self.comm = config.select_keep, config.proxy_every, comm
+        self.model = build_model("fast", config.activation, True, 0.0, config.proxy_group_widths())
+        if config.bn_momentum is not None:
+            for m in self.model.modules():
+                if isinstance(m, nn.norm._BatchNorm):
+                    m.momentum = config.bn_momentum
+        if config.dirac_init:
+            dirac_init(self.model)
+        init_whitening(self.model[0], whiten_images)
+        self.model[0].bias.requires_grad = False  # airbench96_faster freezes the proxy's whole stem
+        self.model.skip_unneeded_input_grads()
+        if comm is not None:
+            comm.broadcast_model(self.model)
+        self.optimizer = optim.SGD(_param_groups(self.model, config), lr=config.lr, momentum=config.momentum,
+                                   nesterov=config.nesterov, weight_decay=config.weight_decay)
+        self.schedule = optim.Schedule(self.optimizer, config.schedule, total_steps, **schedule_options(config))
+        self.loss_fn = nn.CrossEntropyLoss(config.label_smoothing)
+
+    def select(self, x, y):
+        """The indices (ascending) of the examples of (x, y) to train the main network on."""
+        xp = backend.array_module(x)
+        self.model.train()
+        losses = self.loss_fn.per_example(self.model.forward(x), y)
+        k = max(1, round(self.keep * len(y)))
+        hardest = xp.sort(xp.argpartition(losses, len(y) - k)[len(y) - k:])
+        if self.schedule.position % self.every == 0:
+            mask = xp.zeros((len(y), 1), dtype=losses.dtype)
+            mask[hardest] = 1
+            self.optimizer.zero_grad()
+            self.model.backward(self.loss_fn.backward() * mask)  # the loss summed over the hardest only
+            if self.comm is not None:
+                self.comm.average_gradients(self.model.parameters())
+            self.optimizer.step()
+        self.schedule.step()
+        return hardest
+
+    def arrays(self):
+        """The proxy's weights and momenta, for a checkpoint."""
+        arrays = {f"proxy/{k}": v for k, v in self.model.state_dict().items()}
+        for g, velocities in enumerate(self.optimizer.state_dict()["velocity"]):
+            arrays.update({f"proxy_velocity/{g}/{i}": v for i, v in enumerate(velocities) if v is not None})
+        return arrays
+
+    def load(self, arrays, position):
+        self.model.load_state_dict({k[len("proxy/"):]: v for k, v in arrays.items() if k.startswith("proxy/")})
+        for k, v in arrays.items():
+            if k.startswith("proxy_velocity/"):
+                g, i = (int(p) for p in k.split("/")[1:])
+                self.optimizer.velocity[g][i] = backend.asarray(v)
+        self.schedule.position = position
+        self.optimizer.set_lr_factor(self.schedule.factor(position))
 
 
 class _StopFlag:
@@ -371,6 +451,9 @@ def _train(config, data, progress, resume, on_step, log, comm):
     schedule = optim.Schedule(optimizer, config.schedule, config.epochs * steps, **schedule_options(config))
     lookahead = Lookahead(model, config.epochs * steps) if config.lookahead else None
     loss_fn = nn.CrossEntropyLoss(config.label_smoothing)
+    selector = None
+    if config.select_keep < 1:
+        selector = ProxySelector(config, normalize(train_split.images[:5000], mean, std, np.float64), config.epochs * steps, comm)
 
     state = dict(epoch=0, batch=0, history=[], best_val_accuracy=-1.0, sums=[0.0, 0, 0], epoch_seconds=0.0)
     if resume and (out / "checkpoint.npz").is_file():
@@ -383,6 +466,8 @@ def _train(config, data, progress, resume, on_step, log, comm):
         model.set_rng_states(meta["rng_states"])
         if lookahead is not None:
             lookahead.ema = [backend.asarray(a) for a in meta["_ema"]]
+        if selector is not None:
+            selector.load(meta["_proxy"], meta["schedule_position"])
         schedule.position = meta["schedule_position"]
         optimizer.set_lr_factor(schedule.factor(schedule.position))
         state.update({k: meta[k] for k in state})
@@ -390,8 +475,9 @@ def _train(config, data, progress, resume, on_step, log, comm):
     if root:
         _write_json(out / "config.json", dataclasses.asdict(config))
 
-    def ema_arrays():
-        return {f"ema/{i}": backend.to_numpy(a) for i, a in enumerate(lookahead.ema)} if lookahead else {}
+    def ema_arrays():  # and the proxy's
+        arrays = {f"ema/{i}": backend.to_numpy(a) for i, a in enumerate(lookahead.ema)} if lookahead else {}
+        return {**arrays, **({k: backend.to_numpy(v) for k, v in selector.arrays().items()} if selector else {})}
 
     def checkpoint_meta():
         return dict(state, config=dataclasses.asdict(config), schedule_position=schedule.position,
@@ -399,6 +485,9 @@ def _train(config, data, progress, resume, on_step, log, comm):
 
     log(f"{config.model}: {count_parameters(model):,} parameters; {len(train_split)} train / {len(val_split)} val images; "
         f"{steps} steps per epoch; backend {config.backend}")
+    # with a selector the epoch sums count the examples trained on (the hardest), images_per_s all those drawn
+    per_rank = config.batch_size // (comm.size if comm else 1)
+    kept_share = max(1, round(config.select_keep * per_rank)) / per_rank if selector else 1.0
     stopped = False
     sync_every, pending = (10 if config.backend == "cupy" else 1), []
 
@@ -426,6 +515,10 @@ def _train(config, data, progress, resume, on_step, log, comm):
             bar = tqdm(total=steps, initial=state["batch"], desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch",
                        disable=not progress, leave=False, mininterval=2, dynamic_ncols=True)
             for b, (x, y) in enumerate(loader.batches(start=state["batch"]), start=state["batch"]):
+                share = 1.0
+                if selector is not None:
+                    hardest = selector.select(x, y)
+                    x, y, share = x[hardest], y[hardest], len(hardest) / len(y)
                 logits = model.forward(x)
                 loss = loss_fn.forward(logits, y)
                 # device scalars; read on the host every `sync_every` steps (1 on the CPU, 10 on a GPU)
@@ -433,7 +526,7 @@ def _train(config, data, progress, resume, on_step, log, comm):
                 if len(pending) >= sync_every or b == steps - 1:
                     flush(epoch, b)
                 optimizer.zero_grad()
-                model.backward(loss_fn.backward())
+                model.backward(loss_fn.backward(share))
                 if comm is not None:
                     comm.average_gradients(model.parameters())
                 optimizer.step()
@@ -467,7 +560,7 @@ def _train(config, data, progress, resume, on_step, log, comm):
             val_loss, val_acc, _ = evaluate(model, val_split.images, val_split.labels, mean, std, config.eval_batch_size, dtype=dtype)
             s = state["sums"]
             row = dict(epoch=epoch + 1, train_loss=s[0] / s[2], train_accuracy=100 * s[1] / s[2], val_loss=val_loss,
-                       val_accuracy=val_acc, lr=schedule.lr, images_per_s=s[2] / state["epoch_seconds"],
+                       val_accuracy=val_acc, lr=schedule.lr, images_per_s=s[2] / kept_share / state["epoch_seconds"],
                        epoch_seconds=state["epoch_seconds"], elapsed_seconds=time.time() - started)
             state["history"].append(row)
             state.update(epoch=epoch + 1, batch=0, sums=[0.0, 0, 0], epoch_seconds=0.0)

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("mpi4py", reason="MPI tests need the [mpi] extra (mpi4py and the mpich wheel)")
@@ -51,6 +52,22 @@ def test_distributed_cli_run(tiny_folder, tmp_path):
     assert len(history) == 2 and history[-1]["train_accuracy"] > 10
     assert (out / "summary.json").is_file() and (out / "best.npz").is_file()
     assert result.stdout.count("epoch 1/2") == 1  # only rank 0 logs
+
+
+def test_distributed_run_with_hard_example_selection(tiny_folder, tmp_path):
+    """--select-keep over 2 ranks with sync BN: each rank keeps the hardest of its shard, the proxy's gradients
+    are averaged like the network's, and the checkpoint holds the proxy."""
+    out = tmp_path / "run"
+    cli = [sys.executable, "-m", "minitorch_cifar", "train", "--data", str(tiny_folder), "--epochs", "2", "--model", "fast",
+           "--width", "0.125", "--batch-size", "50", "--val-size", "50", "--augment", "crop", "--padding", "2",
+           "--select-keep", "0.5", "--proxy-widths", "4,8,8", "--proxy-every", "2", "--distributed", "--sync-bn",
+           "--out", str(out), "--no-progress"]
+    result = mpirun(*cli, env={"MINITORCH_CIFAR_DATA": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == 2 and all(r["images_per_s"] * r["epoch_seconds"] == pytest.approx(250) for r in history)
+    with np.load(out / "checkpoint.npz") as z:
+        assert any(k.startswith("proxy/") for k in z.files)
 
 
 def test_seeds_over_mpi_ranks_then_reused(tiny_folder, tmp_path, monkeypatch, capfd):

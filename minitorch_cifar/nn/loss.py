@@ -31,6 +31,10 @@ class CrossEntropyLoss(Module):
         return f"label_smoothing={self.label_smoothing}"
 
     def forward(self, logits, targets):
+        return self.per_example(logits, targets).sum() / logits.shape[0]
+
+    def per_example(self, logits, targets):
+        """Each example's loss, (N,); caches for ``backward`` as ``forward`` (their mean) does."""
         self.check_input(logits, 2, what="(N, classes) of logits")
         xp = backend.array_module(logits)
         targets = xp.asarray(targets)
@@ -44,7 +48,7 @@ class CrossEntropyLoss(Module):
         q = xp.full_like(logits, eps / K)
         q[xp.arange(N), targets] += 1 - eps
         self._cache = (xp.exp(logp), q)
-        return -(q * logp).sum() / N
+        return -(q * logp).sum(axis=1)
 
     def backward(self, dout=1.0):
         p, q = self.cached()
