@@ -167,7 +167,8 @@ EXPERIMENTS = {
                                     f"--matmul-precision highest --float-gemm numba --bn-momentum 0.4 "
                                     f"--whiten-bias-epochs 3 --sync-bn --out runs/fast11-f32-w125-syncbn-ours"],
     # does the hard-example selection (--select-keep 0.5, below) cost accuracy at the same epochs? The 30-minute
-    # recipe as fast11-f32-w125-syncbn-ours (91.17% mean of 5 seeds, 18.0-18.8 min a run) with it, paired seeds
+    # recipe as fast11-f32-w125-syncbn-ours (91.17% mean of 5 seeds, 18.0-18.8 min a run) with it, paired seeds:
+    # seeds 0-1 gave 90.46, 90.14 (without: 90.98, 91.14) in 11.6 and 10.9 min; seeds 2-4 not run
     "fast11-f32-w125-select": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {fast_options(11)} --width 1.25 "
                                f"--matmul-precision highest --float-gemm numba --bn-momentum 0.4 "
                                f"--whiten-bias-epochs 3 --sync-bn --select-keep 0.5 --out runs/fast11-f32-w125-select"],
@@ -198,7 +199,8 @@ EXPERIMENTS = {
                                f"--out runs/long-w2-e40-cutout-f32"],
     # airbench96_faster's hard-example selection (--select-keep 0.5: a 32/64/64 proxy scores each batch and the
     # network trains on the hardest half, at the same lr per example), which makes a step about 1.8x faster here
-    # (475 against 260 images/s, 2-rank float32 on the Zen 5): the 2-hour budget then holds 60 epochs, not 40
+    # (475 against 260 images/s, 2-rank float32 on the Zen 5): the 2-hour budget then holds 60 epochs, not 40.
+    # Seed 0: 92.54% in 115.9 min (443 images/s), below all four 40-epoch seeds without selection; seed 1 not run
     "long-w2-e60-select": [f"seeds --seeds 0 1 --ranks 2 "
                            f"{changed(long_w2_options(60), '--matmul-precision medium', '--matmul-precision highest')} "
                            f"--select-keep 0.5 --out runs/long-w2-e60-select"],
