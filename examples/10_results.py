@@ -198,8 +198,8 @@ EXPERIMENTS = {
                                f"{changed(long_w2_options(40), '--matmul-precision medium', '--matmul-precision highest')} "
                                f"--out runs/long-w2-e40-cutout-f32"],
     # airbench96_faster's hard-example selection (--select-keep 0.5: a 32/64/64 proxy scores each batch and the
-    # network trains on the hardest half, at the same lr per example), which makes a step about 1.8x faster here
-    # (475 against 260 images/s, 2-rank float32 on the Zen 5): the 2-hour budget then holds 60 epochs, not 40.
+    # network trains on the hardest half, at the same lr per example), so that the 2-hour budget holds 60 epochs,
+    # not 40. Seed 0 trained at 443 images/s against 262 for long-w2-e40-cutout-f32's seed 3 (1.69x; Zen 5).
     # Seed 0: 92.54% in 115.9 min (443 images/s), below all four 40-epoch seeds without selection; seed 1 not run
     "long-w2-e60-select": [f"seeds --seeds 0 1 --ranks 2 "
                            f"{changed(long_w2_options(60), '--matmul-precision medium', '--matmul-precision highest')} "

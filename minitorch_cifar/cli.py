@@ -66,11 +66,11 @@ def add_train_options(p):
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.add_argument("--distributed", action="store_true", help="data-parallel over MPI ranks: mpiexec -n K minitorch-cifar train ...")
     p.add_argument("--sync-bn", action="store_true", help="with --distributed: batch-norm statistics over all ranks")
-    p.add_argument("--select-keep", type=float, default=TrainConfig().select_keep,
+    p.add_argument("--select-keep", type=float, default=d.select_keep,
                    help="fast: train on this share of each batch, the examples a small proxy network finds hardest "
                         "(airbench96_faster's selection: 0.5; default 1: all)")
-    p.add_argument("--proxy-widths", default=TrainConfig().proxy_widths, help="with --select-keep: the proxy's group widths")
-    p.add_argument("--proxy-every", type=int, default=TrainConfig().proxy_every,
+    p.add_argument("--proxy-widths", default=d.proxy_widths, help="with --select-keep: the proxy's group widths")
+    p.add_argument("--proxy-every", type=int, default=d.proxy_every,
                    help="with --select-keep: the proxy takes an SGD step every this many steps")
 
 

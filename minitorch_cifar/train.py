@@ -258,6 +258,13 @@ def _param_groups(model, config):
              "weight_decay": 0.0 if off else config.weight_decay / config.bias_lr_scale}]
 
 
+def _sgd_and_schedule(model, config, total_steps):
+    """The run's SGD over ``model``'s parameter groups, and its lr schedule (the network's and the proxy's alike)."""
+    optimizer = optim.SGD(_param_groups(model, config), lr=config.lr, momentum=config.momentum,
+                          nesterov=config.nesterov, weight_decay=config.weight_decay)
+    return optimizer, optim.Schedule(optimizer, config.schedule, total_steps, **schedule_options(config))
+
+
 class Lookahead:
     """airbench's lookahead: every ``every`` steps the EMA moves toward the weights (decay growing as
     0.95^5 * (t/T)^3) and the weights jump back to the EMA; at the end the weights are the EMA."""
@@ -308,15 +315,12 @@ class ProxySelector:
         self.model.skip_unneeded_input_grads()
         if comm is not None:
             comm.broadcast_model(self.model)
-        self.optimizer = optim.SGD(_param_groups(self.model, config), lr=config.lr, momentum=config.momentum,
-                                   nesterov=config.nesterov, weight_decay=config.weight_decay)
-        self.schedule = optim.Schedule(self.optimizer, config.schedule, total_steps, **schedule_options(config))
+        self.optimizer, self.schedule = _sgd_and_schedule(self.model, config, total_steps)
         self.loss_fn = nn.CrossEntropyLoss(config.label_smoothing)
 
     def select(self, x, y):
         """The indices (ascending) of the examples of (x, y) to train the main network on."""
         xp = backend.array_module(x)
-        self.model.train()
         losses = self.loss_fn.per_example(self.model.forward(x), y)
         k = max(1, round(self.keep * len(y)))
         hardest = xp.sort(xp.argpartition(losses, len(y) - k)[len(y) - k:])
@@ -431,8 +435,9 @@ def _train(config, data, progress, resume, on_step, log, comm):
                 m.weight.requires_grad = True
     if config.dirac_init:
         dirac_init(model)
-    if config.model == "fast" and config.whiten:
-        init_whitening(model[0], normalize(train_split.images[:5000], mean, std, np.float64))
+    whiten_images = normalize(train_split.images[:5000], mean, std, np.float64) if config.model == "fast" and config.whiten else None
+    if whiten_images is not None:
+        init_whitening(model[0], whiten_images)
     elif config.model == "fast":  # --no-whiten
         model[0].weight.requires_grad = True  # the stem keeps its random init and learns like the other convs
     if comm is not None:
@@ -440,20 +445,19 @@ def _train(config, data, progress, resume, on_step, log, comm):
         if config.sync_bn:
             from minitorch_cifar.distributed import enable_sync_bn
             enable_sync_bn(model, comm)
-    optimizer = optim.SGD(_param_groups(model, config), lr=config.lr, momentum=config.momentum,
-                          nesterov=config.nesterov, weight_decay=config.weight_decay)
     loader = BatchLoader(train_split.images, train_split.labels, config.batch_size, mean, std, seed=config.seed,
                          augment=Augment(config.augment, config.padding, config.pad_mode, config.cutout_size), dtype=dtype,
                          shard=comm.shard(config.batch_size) if comm else None)
     steps = len(loader)
     if steps == 0:
         raise ValueError(f"--batch-size {config.batch_size} is larger than the {len(train_split)} training images")
-    schedule = optim.Schedule(optimizer, config.schedule, config.epochs * steps, **schedule_options(config))
+    optimizer, schedule = _sgd_and_schedule(model, config, config.epochs * steps)
     lookahead = Lookahead(model, config.epochs * steps) if config.lookahead else None
     loss_fn = nn.CrossEntropyLoss(config.label_smoothing)
     selector = None
     if config.select_keep < 1:
-        selector = ProxySelector(config, normalize(train_split.images[:5000], mean, std, np.float64), config.epochs * steps, comm)
+        selector = ProxySelector(config, whiten_images, config.epochs * steps, comm)
+    del whiten_images  # 5000 float64 images (123 MB): not to be held through the run
 
     state = dict(epoch=0, batch=0, history=[], best_val_accuracy=-1.0, sums=[0.0, 0, 0], epoch_seconds=0.0)
     if resume and (out / "checkpoint.npz").is_file():
@@ -475,7 +479,7 @@ def _train(config, data, progress, resume, on_step, log, comm):
     if root:
         _write_json(out / "config.json", dataclasses.asdict(config))
 
-    def ema_arrays():  # and the proxy's
+    def extra_arrays():  # the lookahead EMA's and the proxy's
         arrays = {f"ema/{i}": backend.to_numpy(a) for i, a in enumerate(lookahead.ema)} if lookahead else {}
         return {**arrays, **({k: backend.to_numpy(v) for k, v in selector.arrays().items()} if selector else {})}
 
@@ -485,9 +489,6 @@ def _train(config, data, progress, resume, on_step, log, comm):
 
     log(f"{config.model}: {count_parameters(model):,} parameters; {len(train_split)} train / {len(val_split)} val images; "
         f"{steps} steps per epoch; backend {config.backend}")
-    # with a selector the epoch sums count the examples trained on (the hardest), images_per_s all those drawn
-    per_rank = config.batch_size // (comm.size if comm else 1)
-    kept_share = max(1, round(config.select_keep * per_rank)) / per_rank if selector else 1.0
     stopped = False
     sync_every, pending = (10 if config.backend == "cupy" else 1), []
 
@@ -549,7 +550,7 @@ def _train(config, data, progress, resume, on_step, log, comm):
             state["epoch_seconds"] = time.time() - t0
             if stopped:
                 if root:
-                    save_checkpoint(out / "checkpoint.npz", model, optimizer, checkpoint_meta(), ema_arrays())
+                    save_checkpoint(out / "checkpoint.npz", model, optimizer, checkpoint_meta(), extra_arrays())
                 log(f"stopped at epoch {epoch + 1}, step {state['batch']}: saved {out / 'checkpoint.npz'}; continue with --resume")
                 return None
             if comm is not None:
@@ -560,12 +561,12 @@ def _train(config, data, progress, resume, on_step, log, comm):
             val_loss, val_acc, _ = evaluate(model, val_split.images, val_split.labels, mean, std, config.eval_batch_size, dtype=dtype)
             s = state["sums"]
             row = dict(epoch=epoch + 1, train_loss=s[0] / s[2], train_accuracy=100 * s[1] / s[2], val_loss=val_loss,
-                       val_accuracy=val_acc, lr=schedule.lr, images_per_s=s[2] / kept_share / state["epoch_seconds"],
+                       val_accuracy=val_acc, lr=schedule.lr, images_per_s=steps * config.batch_size / state["epoch_seconds"],
                        epoch_seconds=state["epoch_seconds"], elapsed_seconds=time.time() - started)
             state["history"].append(row)
             state.update(epoch=epoch + 1, batch=0, sums=[0.0, 0, 0], epoch_seconds=0.0)
             _write_history(out, state["history"])
-            save_checkpoint(out / "checkpoint.npz", model, optimizer, checkpoint_meta(), ema_arrays())
+            save_checkpoint(out / "checkpoint.npz", model, optimizer, checkpoint_meta(), extra_arrays())
             if len(val_split) and val_acc > state["best_val_accuracy"]:
                 state["best_val_accuracy"] = val_acc
                 save_checkpoint(out / "best.npz", model, optimizer, checkpoint_meta())
@@ -577,7 +578,7 @@ def _train(config, data, progress, resume, on_step, log, comm):
     if lookahead is not None:
         lookahead.finish()
         if root:  # the weights tested below are now the EMA: checkpoint.npz must hold them, for `evaluate`
-            save_checkpoint(out / "checkpoint.npz", model, optimizer, checkpoint_meta(), ema_arrays())
+            save_checkpoint(out / "checkpoint.npz", model, optimizer, checkpoint_meta(), extra_arrays())
     if root and not len(val_split):  # no validation: the last model is the best we know
         save_checkpoint(out / "best.npz", model, optimizer, checkpoint_meta())
     test = data.test

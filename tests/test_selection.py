@@ -38,12 +38,10 @@ def _selector(keep=0.25, every=3, seed=0):
 
 
 def test_selector_keeps_the_hardest_share_by_the_proxys_loss():
-    mc.set_backend("numpy")
     selector = _selector(keep=0.25)
     rng = np.random.default_rng(1)
     x, y = rng.standard_normal((16, 3, 32, 32)).astype(np.float32), rng.integers(0, 10, 16)
-    for _ in range(4):  # several steps, so the proxy has trained in between
-        selector.model.train()  # train mode's output depends only on this batch: the same as select() sees
+    for _ in range(4):  # several steps, so the proxy has trained in between (its train-mode output depends on this batch only)
         losses = selector.loss_fn.per_example(selector.model.forward(x), y)
         hardest = selector.select(x, y)
         assert len(hardest) == 4 and list(hardest) == sorted(hardest)
@@ -52,7 +50,6 @@ def test_selector_keeps_the_hardest_share_by_the_proxys_loss():
 
 
 def test_proxy_takes_a_step_every_kth_batch_only():
-    mc.set_backend("numpy")
     selector = _selector(every=3)
     rng = np.random.default_rng(2)
     x, y = rng.standard_normal((12, 3, 32, 32)).astype(np.float32), rng.integers(0, 10, 12)
