@@ -28,43 +28,60 @@ from winograd_bf16 import peaks  # the FMA peak loop, shared (run as a script, b
 
 
 @njit
-def _input_transforms(N, G, x, V, pad, rows):
+def _input_transforms(N, G, x, V, BT, P, Q, pads, offsets, m, TH, TW):
     for n0 in range(0, N, G):
-        _input_tiles(x, n0, min(N, n0 + G), V, pad, rows)
+        _input_tiles(x, n0, min(N, n0 + G), V, BT, P, Q, pads, offsets, m, TH, TW)
 
 
 @njit
-def _output_transforms(N, G, M, out, bias, TH, TW, acc):
+def _output_transforms(N, G, M, out, bias, AT, P, Q, planes, offsets, m, TH, TW):
     for n0 in range(0, N, G):
-        _output_tiles(M, out, n0, min(N, n0 + G), bias, TH, TW, acc)
+        _output_tiles(M, out, n0, min(N, n0 + G), bias, AT, P, Q, planes, offsets, m, TH, TW)
 
 
 @njit
-def _output_transforms_adjoint(N, G, dout, dM, TH, TW, acc):
+def _output_transforms_adjoint(N, G, dout, dM, A, P, Q, planes, offsets, m, TH, TW):
     for n0 in range(0, N, G):
-        _output_tiles_adjoint(dout, dM, n0, min(N, n0 + G), TH, TW, acc)
+        _output_tiles_adjoint(dout, dM, n0, min(N, n0 + G), A, P, Q, planes, offsets, m, TH, TW)
 
 
 @njit
-def _input_transforms_adjoint(N, G, dV, dx, pad, rows):
+def _input_transforms_adjoint(N, G, dV, dx, B, P, Q, pads, offsets, m, TH, TW):
     for n0 in range(0, N, G):
-        _input_tiles_adjoint(dV, dx, n0, min(N, n0 + G), pad, rows)
+        _input_tiles_adjoint(dV, dx, n0, min(N, n0 + G), B, P, Q, pads, offsets, m, TH, TW)
 
 
 @njit
-def _each_gemm(which, N, G, TT, U, V, M, dU, L, gemms):
-    """The 36 GEMMs of every tile group: forward (which 0), weight gradient (1) or input gradient (2)."""
+def _each_gemm(which, N, G, TT, U, V, M, dU, gemms):
+    """The n^2 GEMMs of every tile group: forward (which 0), weight gradient (1) or input gradient (2)."""
     F, C, size = U.shape[1], U.shape[2], 4
+    n, L = V.shape[1], V.shape[3]
+    stride = n * n * L
     for gr in range((N + G - 1) // G):
-        m = (min(N, gr * G + G) - gr * G) * TT
-        for k in range(36):
+        cols = (min(N, gr * G + G) - gr * G) * TT
+        for k in range(n * n):
             v, mk = V.ctypes.data + size * k * L, M.ctypes.data + size * k * L
             if which == 0:
-                _gemm(gemms, size, _NO_TRANS, _NO_TRANS, F, m, C, U[k].ctypes.data, C, v, 36 * L, 0.0, mk, 36 * L)
+                _gemm(gemms, size, _NO_TRANS, _NO_TRANS, F, cols, C, U[k].ctypes.data, C, v, stride, 0.0, mk, stride)
             elif which == 1:
-                _gemm(gemms, size, _NO_TRANS, _TRANS, F, C, m, mk, 36 * L, v, 36 * L, 1.0, dU[k].ctypes.data, C)
+                _gemm(gemms, size, _NO_TRANS, _TRANS, F, C, cols, mk, stride, v, stride, 1.0, dU[k].ctypes.data, C)
             else:
-                _gemm(gemms, size, _TRANS, _NO_TRANS, C, m, F, U[k].ctypes.data, C, mk, 36 * L, 0.0, v, 36 * L)
+                _gemm(gemms, size, _TRANS, _NO_TRANS, C, cols, F, U[k].ctypes.data, C, mk, stride, 0.0, v, stride)
+
+
+class Scratch:
+    """One thread's share of what conv.py's Winograd kernels allocate for a layer: the arguments of the parts."""
+    def __init__(self, x, F):
+        N, C, H, W = x.shape
+        self.m = m = conv.winograd_tile(H, W, C, F)
+        self.TH, self.TW = -(-H // m), -(-W // m)
+        G, V, M, P, Q, pads = conv._winograd_scratch(x, F, m)
+        self.G, self.V, self.M, self.P, self.Q, self.pads = G, V[0], M[0], P[0], Q[0], pads[0]
+        self.dpads = np.zeros_like(self.pads)  # the adjoint adds into its border: the input's pads must stay zero there
+        self.planes = np.zeros((G, m * self.TH, m * self.TW), x.dtype)
+        self.dplanes = np.zeros_like(self.planes)  # the output's adjoint reads them: zero outside the image
+        self.offsets, self.out_offsets = conv._winograd_offsets(x, G, m)
+        self.mats = conv._winograd_transforms(m, x.dtype)
 
 
 def best_ms(fn, reps):
@@ -97,30 +114,32 @@ def conv_shapes(arch, width):
 def layer_parts(C, F, H, W, N, reps, rng):
     x = rng.standard_normal((N, C, H, W)).astype(np.float32)
     w = (rng.standard_normal((F, C, 3, 3)) / np.sqrt(9 * C)).astype(np.float32)
-    G, V, M, pad, rows, acc = (a if i == 0 else a[0] for i, a in enumerate(conv._winograd_scratch(x, F)))
-    TH, TW, L = (H + 3) // 4, (W + 3) // 4, V.shape[2]
-    out, dx, dV = np.empty((N, F, H, W), np.float32), np.empty_like(x), np.empty_like(V)
-    dpad = np.zeros_like(pad)  # the adjoint adds into its border: the input transform's pad must stay zero there
+    s = Scratch(x, F)
+    m, G, TT, mats = s.m, s.G, s.TH * s.TW, s.mats
+    out, dx, dV = np.empty((N, F, H, W), np.float32), np.empty_like(x), np.empty_like(s.V)
     dout = rng.standard_normal(out.shape).astype(np.float32)
-    U = conv._winograd_weights(w).copy()
+    U = conv._winograd_weights(w, m).copy()
     dU, bias = np.zeros_like(U), np.zeros(F, np.float32)
-    M[:] = rng.standard_normal(M.shape)
-    tiles = N * TH * TW
-    gemm_gflop = 2 * 36 * F * C * tiles / 1e9
+    s.M[:] = rng.standard_normal(s.M.shape)
+    gemm_gflop = 2 * (m + 2) ** 2 * F * C * N * TT / 1e9
     with conv._gemms() as gemms:
         ms = {
-            "input transform": best_ms(lambda: _input_transforms(N, G, x, V, pad, rows), reps),
-            "GEMMs forward": best_ms(lambda: _each_gemm(0, N, G, TH * TW, U, V, M, dU, L, gemms), reps),
-            "output transform": best_ms(lambda: _output_transforms(N, G, M, out, bias, TH, TW, acc), reps),
-            "output transform adjoint": best_ms(lambda: _output_transforms_adjoint(N, G, dout, M, TH, TW, acc), reps),
-            "GEMMs weight gradient": best_ms(lambda: _each_gemm(1, N, G, TH * TW, U, V, M, dU, L, gemms), reps),
-            "GEMMs input gradient": best_ms(lambda: _each_gemm(2, N, G, TH * TW, U, V, M, dU, L, gemms), reps),
-            "input transform adjoint": best_ms(lambda: _input_transforms_adjoint(N, G, dV, dx, dpad, rows), reps),
+            "input transform": best_ms(lambda: _input_transforms(N, G, x, s.V, mats["BT"], s.P, s.Q, s.pads, s.offsets, m,
+                                                                 s.TH, s.TW), reps),
+            "GEMMs forward": best_ms(lambda: _each_gemm(0, N, G, TT, U, s.V, s.M, dU, gemms), reps),
+            "output transform": best_ms(lambda: _output_transforms(N, G, s.M, out, bias, mats["AT"], s.P, s.Q, s.planes,
+                                                                   s.out_offsets, m, s.TH, s.TW), reps),
+            "output transform adjoint": best_ms(lambda: _output_transforms_adjoint(
+                N, G, dout, s.M, mats["A"], s.P, s.Q, s.dplanes, s.out_offsets, m, s.TH, s.TW), reps),
+            "GEMMs weight gradient": best_ms(lambda: _each_gemm(1, N, G, TT, U, s.V, s.M, dU, gemms), reps),
+            "GEMMs input gradient": best_ms(lambda: _each_gemm(2, N, G, TT, U, s.V, s.M, dU, gemms), reps),
+            "input transform adjoint": best_ms(lambda: _input_transforms_adjoint(
+                N, G, dV, dx, mats["B"], s.P, s.Q, s.dpads, s.offsets, m, s.TH, s.TW), reps),
         }
         saved = conv.conv2d_forward(x, w, None, 1, 1)[1]
         ms["whole forward"] = best_ms(lambda: conv.conv2d_forward(x, w, None, 1, 1), reps)
         ms["whole backward"] = best_ms(lambda: conv.conv2d_backward(dout, saved, w, 1, 1, True, True), reps)
-    return ms, gemm_gflop
+    return ms, gemm_gflop, m
 
 
 def training_step(arch, width, N, reps, rng):
@@ -167,8 +186,12 @@ def main():
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--gemm-efficiency", type=float, default=0.9)
+    p.add_argument("--tiles", default=None, help="the tile sizes m the layers may take, comma-separated (default: "
+                   "conv.WINOGRAD_TILES); 4 times F(4x4, 3x3) everywhere, the only one before 2026-12-07")
     p.add_argument("--out", default=None)
     args = p.parse_args()
+    if args.tiles:
+        conv.WINOGRAD_TILES = tuple(int(m) for m in args.tiles.split(","))
     numba.set_num_threads(1)
     rng = np.random.default_rng(0)
     peak = peaks(kinds=("fma",))["fma"]
@@ -178,11 +201,11 @@ def main():
     for C, F, H, W, k, padding in conv_shapes(args.arch, args.width):
         if not conv._winograd_applies(np.empty((1, C, 1, 1), np.float32), k, k, 1, padding):
             continue
-        ms, gflop = layer_parts(C, F, H, W, args.batch, args.reps, rng)
+        ms, gflop, m = layer_parts(C, F, H, W, args.batch, args.reps, rng)
         g = sum(v for name, v in ms.items() if name.startswith("GEMMs"))
-        layers.append({"in": C, "out": F, "size": [H, W], "ms": ms, "gemm_gflop_per_pass": gflop,
+        layers.append({"in": C, "out": F, "size": [H, W], "tile": m, "ms": ms, "gemm_gflop_per_pass": gflop,
                        "gemm_gflops": 3 * gflop / g * 1000})
-        print(f"{C:>4} -> {F:<4} {H}x{W}: " + ", ".join(f"{name} {v:.0f}" for name, v in ms.items())
+        print(f"{C:>4} -> {F:<4} {H}x{W}, F({m}x{m}, 3x3): " + ", ".join(f"{name} {v:.0f}" for name, v in ms.items())
               + f" ms; GEMMs at {3 * gflop / g * 1000:.0f} GFLOP/s", flush=True)
         for name, v in ms.items():
             totals[name] = totals.get(name, 0.0) + v
@@ -194,6 +217,7 @@ def main():
     bound_ms = step_ms - conv_ms + ideal_gemm_ms
     summary = {
         "machine": machine.describe(), "float_gemm": conv.float_blas(), "arch": args.arch, "width": args.width,
+        "tiles_allowed": list(conv.WINOGRAD_TILES),
         "batch": args.batch, "threads": 1, "fma_peak_gflops": peak, "layers": layers, "totals_ms": totals,
         "gemm_ms": gemm_ms, "gemm_gflop": gemm_gflop, "gemm_gflops": gemm_rate, "transforms_ms": transforms_ms,
         "training_step_ms": step_ms, "convolutions_ms": conv_ms,

@@ -19,37 +19,39 @@ def load(name):
     return module
 
 
-@pytest.mark.parametrize("N,C,F,H", [(3, 16, 8, 7), (2, 24, 16, 9)])
-def test_winograd_parts_chained_are_the_convolution(N, C, F, H, monkeypatch):
+@pytest.mark.parametrize("N,C,F,H,tile", [(3, 16, 8, 7, 7), (2, 24, 16, 9, 4), (5, 16, 8, 15, 5)])
+def test_winograd_parts_chained_are_the_convolution(N, C, F, H, tile, monkeypatch):
     monkeypatch.setattr(conv, "WINOGRAD_COLUMNS", 4)  # several tile groups, the last one partial
+    monkeypatch.setattr(conv, "WINOGRAD_TILES", (tile,))
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # as when run as a script: it imports winograd_bf16's peak loop
     parts = load("winograd_parts")
     rng = np.random.default_rng(0)
     x = rng.standard_normal((N, C, H, H)).astype(np.float32)
     w = rng.standard_normal((F, C, 3, 3)).astype(np.float32) / np.float32(np.sqrt(9 * C))
     dout = rng.standard_normal((N, F, H, H)).astype(np.float32)
-    G, V, M, pad, rows, acc = (a if i == 0 else a[0] for i, a in enumerate(conv._winograd_scratch(x, F)))
-    TH = TW = (H + 3) // 4
-    L = V.shape[2]
-    U = conv._winograd_weights(w).copy()
-    out, dx, dV, dU = np.empty_like(dout), np.empty_like(x), np.empty_like(V), np.zeros_like(U)
-    dpad = np.zeros_like(pad)  # as the convolution: the adjoint's own padded plane
+    s = parts.Scratch(x, F)
+    m, G, TT, mats = s.m, s.G, s.TH * s.TW, s.mats
+    assert m == tile
+    U = conv._winograd_weights(w, m).copy()
+    out, dx, dV, dU = np.empty_like(dout), np.empty_like(x), np.empty_like(s.V), np.zeros_like(U)
     ours, ours_saved = conv.conv2d_forward(x, w, None, 1, 1)
     ours_dx, ours_dw, _ = conv.conv2d_backward(dout, ours_saved, w, 1, 1, True, False)
     with conv._gemms() as gemms:
         for n0 in range(0, N, G):  # the benchmark runs each part over every group; chained, one group at a time
             xs, outs, douts, dxs = x[n0:n0 + G], out[n0:n0 + G], dout[n0:n0 + G], dx[n0:n0 + G]
             n = len(xs)
-            parts._input_transforms(n, G, xs, V, pad, rows)
-            parts._each_gemm(0, n, G, TH * TW, U, V, M, dU, L, gemms)
-            parts._output_transforms(n, G, M, outs, np.zeros(F, np.float32), TH, TW, acc)
-            parts._output_transforms_adjoint(n, G, douts, M, TH, TW, acc)
-            parts._each_gemm(1, n, G, TH * TW, U, V, M, dU, L, gemms)
-            parts._each_gemm(2, n, G, TH * TW, U, dV, M, dU, L, gemms)
-            parts._input_transforms_adjoint(n, G, dV, dxs, dpad, rows)
+            parts._input_transforms(n, G, xs, s.V, mats["BT"], s.P, s.Q, s.pads, s.offsets, m, s.TH, s.TW)
+            parts._each_gemm(0, n, G, TT, U, s.V, s.M, dU, gemms)
+            parts._output_transforms(n, G, s.M, outs, np.zeros(F, np.float32), mats["AT"], s.P, s.Q, s.planes,
+                                     s.out_offsets, m, s.TH, s.TW)
+            parts._output_transforms_adjoint(n, G, douts, s.M, mats["A"], s.P, s.Q, s.dplanes, s.out_offsets, m, s.TH,
+                                             s.TW)
+            parts._each_gemm(1, n, G, TT, U, s.V, s.M, dU, gemms)
+            parts._each_gemm(2, n, G, TT, U, dV, s.M, dU, gemms)
+            parts._input_transforms_adjoint(n, G, dV, dxs, mats["B"], s.P, s.Q, s.dpads, s.offsets, m, s.TH, s.TW)
     np.testing.assert_allclose(out, ours, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(dx, ours_dx, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(conv._winograd_weight_grad(dU, F, C), ours_dw, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(conv._winograd_weight_grad(dU, F, C, m), ours_dw, rtol=1e-4, atol=1e-3)
     assert parts.conv_shapes("fast", 0.5)[1] == (24, 32, 31, 31, 3, 1)  # the layers it times: fast's, in order
 
 
@@ -60,6 +62,7 @@ def test_winograd_bf16_matrices_compute_the_correlation_and_bfloat16_rounds_to_n
     for points in bench.POINT_SETS:
         AT, G, BT = bench.winograd_matrices(points)
         np.testing.assert_allclose(AT @ ((G @ g) * (BT @ d)), [d[i:i + 3] @ g for i in range(4)], atol=1e-12)
-    AT, G, BT = bench.winograd_matrices((0, 1, -1, 2, -2))  # conv.py's points: its G, up to the order of rows
-    np.testing.assert_allclose(np.abs(G), np.abs(conv._G), atol=1e-12)
+    AT, G, BT = bench.winograd_matrices((0, 1, -1, 2, -2))  # conv.py's F(4x4, 3x3): the same points
+    for ours, theirs in zip(conv.winograd_matrices(4), (AT, G, BT)):
+        np.testing.assert_allclose(ours, theirs, atol=1e-12)
     assert bench.bfloat16(np.float32(1 + 2 ** -8)) == 1.0 and bench.bfloat16(np.float32(1 + 3 * 2 ** -9)) == 1 + 2 ** -7

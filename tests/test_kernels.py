@@ -112,16 +112,19 @@ def test_per_image_im2col_convolution_equals_reference(g, f, bias, need_dx, blas
             np.testing.assert_allclose(ours, ref, rtol=tol, atol=tol * 10)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(n=st.integers(1, 5), c=st.integers(1, 20), f=st.integers(1, 6), h=st.integers(1, 11), w=st.integers(1, 11),
-       dtype=st.sampled_from([np.float32, np.float64]), columns=st.sampled_from([1, 20, 10_000]),
-       bias=st.booleans(), need_dx=st.booleans(), blas=st.sampled_from(["mkl", "openblas", "numba"]))
-@example(n=3, c=17, f=4, h=7, w=7, dtype=np.float64, columns=20, bias=True, need_dx=True, blas="mkl")  # the fast net's 7x7
-@example(n=2, c=2, f=3, h=1, w=6, dtype=np.float32, columns=1, bias=False, need_dx=True, blas="openblas")
-def test_winograd_convolution_equals_reference(n, c, f, h, w, dtype, columns, bias, need_dx, blas):
-    """3x3, stride 1, padding 1: Winograd F(4x4, 3x3), sizes that are not multiples of the 4x4 tiles (the
-    last tiles partly outside), one image per group of GEMMs or several. float64 to 1e-12 checks that the
-    transforms and their adjoints are exact; float32 to 1e-4 bounds the transforms' extra rounding."""
+       dtype=st.sampled_from([np.float32, np.float64]), tile=st.sampled_from([None, 2, 3, 4, 5, 6, 7]),
+       columns=st.sampled_from([1, 20, 10_000]), bias=st.booleans(), need_dx=st.booleans(),
+       blas=st.sampled_from(["mkl", "openblas", "numba"]))
+@example(n=3, c=17, f=4, h=7, w=7, dtype=np.float64, tile=7, columns=20, bias=True, need_dx=True, blas="mkl")  # fast's 7x7
+@example(n=2, c=2, f=3, h=1, w=6, dtype=np.float32, tile=4, columns=1, bias=False, need_dx=True, blas="openblas")
+@example(n=4, c=3, f=2, h=15, w=15, dtype=np.float32, tile=5, columns=20, bias=True, need_dx=True, blas="numba")
+def test_winograd_convolution_equals_reference(n, c, f, h, w, dtype, tile, columns, bias, need_dx, blas):
+    """3x3, stride 1, padding 1: Winograd F(m x m, 3x3) for every tile size m (None: the one winograd_tile
+    picks), sizes that are not multiples of m (the last tiles partly outside), one image per group of GEMMs
+    or several. float64 to 1e-12 checks that the transforms and their adjoints are exact; float32 to 1e-4
+    bounds the transforms' extra rounding (m = 7's is the largest: about 1e-4 of a result's largest element)."""
     if not cpu.bf16.available():
         pytest.skip(f"the Winograd path needs MKL: {cpu.bf16.why_unavailable()}")
     x, wt, b = _x((n, c, h, w), dtype), _x((f, c, 3, 3), dtype, 1), _x((f,), dtype, 2) if bias else None
@@ -129,6 +132,8 @@ def test_winograd_convolution_equals_reference(n, c, f, h, w, dtype, columns, bi
         mp.setattr(cpu.conv, "WINOGRAD_MIN_CHANNELS", 1)
         mp.setattr(cpu.conv, "WINOGRAD_COLUMNS", columns)
         mp.setattr(cpu.conv, "FLOAT_BLAS", blas)
+        if tile is not None:
+            mp.setattr(cpu.conv, "WINOGRAD_TILES", (tile,))
         assert cpu.conv._winograd_applies(x, 3, 3, 1, 1)
         y, saved = cpu.conv.conv2d_forward(x, wt, b, 1, 1)
         dout = _x(y.shape, dtype, 3)
@@ -138,8 +143,33 @@ def test_winograd_convolution_equals_reference(n, c, f, h, w, dtype, columns, bi
     assert (dx is None) == (not need_dx) and (db is None) == (not bias)
     tol = 1e-12 if dtype == np.float64 else 1e-4
     for ours, ref in ((y, ry), (dx, rdx), (dw, rdw), (db, rdb)):
-        if ref is not None:
-            np.testing.assert_allclose(ours, ref, rtol=tol, atol=tol * 10)
+        if ref is not None:  # errors relative to each result's scale: dw sums over whole images
+            np.testing.assert_allclose(ours, ref, rtol=tol, atol=tol * 10 * max(1.0, float(np.abs(ref).max())))
+
+
+@pytest.mark.parametrize("m", [2, 3, 4, 5, 6, 7])
+def test_winograd_matrices_compute_the_correlation(m):
+    """A^T [(G g) * (B^T d)] is the correlation of d (length m + 2) with g (length 3), for each tile size, and
+    the same in two dimensions (the form the kernels use)."""
+    AT, G, BT = cpu.conv.winograd_matrices(m)
+    rng = np.random.default_rng(m)
+    d, g = rng.standard_normal(m + 2), rng.standard_normal(3)
+    np.testing.assert_allclose(AT @ ((G @ g) * (BT @ d)), [d[i:i + 3] @ g for i in range(m)], atol=1e-12)
+    d2, g2 = rng.standard_normal((m + 2, m + 2)), rng.standard_normal((3, 3))
+    y = AT @ ((G @ g2 @ G.T) * (BT @ d2 @ BT.T)) @ AT.T
+    np.testing.assert_allclose(y, [[np.sum(d2[i:i + 3, j:j + 3] * g2) for j in range(m)] for i in range(m)], atol=1e-11)
+
+
+def test_winograd_tiles_of_the_fast_network_and_whole_16_tile_groups():
+    """The tile sizes the cost model picks for fast's layers at width 2 (31x31 keeps m = 4: its transforms, on
+    24 and 128 channels, would cost more than m = 7 saves in GEMMs), and GEMM groups of whole images whose
+    tiles make a multiple of 16 columns where that stays within twice WINOGRAD_COLUMNS."""
+    tile = cpu.conv.winograd_tile
+    assert [tile(h, h, c, f) for c, f, h in [(24, 128, 31), (128, 128, 15), (128, 512, 15), (512, 512, 7),
+                                               (512, 512, 3)]] == [4, 5, 5, 7, 3]
+    group = cpu.conv._group_images
+    assert [group(t) * t for t in (1, 4, 9, 16, 36, 64)] == [128, 128, 144, 128, 144, 128]
+    assert group(25) == 128 // 25 and group(200) == 1  # 16 images of 25 tiles: 400 columns, too many
 
 
 def test_winograd_only_where_it_applies(monkeypatch):

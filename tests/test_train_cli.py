@@ -119,12 +119,14 @@ def test_float_gemm_picks_the_convolutions_gemm_and_each_trains_alike(tiny_folde
         assert runs[gemm][0]["float_gemm"] == gemm and runs[gemm][0]["config"]["float_gemm"] == gemm
     losses = {gemm: [r["train_loss"] for r in history] for gemm, (_, history) in runs.items()}
     np.testing.assert_allclose(losses["numba"], losses["openblas"], rtol=1e-3)
-    # the weights after 2 epochs: alike up to float32 rounding, and not bit for bit (else the option changed nothing)
+    # the weights after 2 epochs: alike up to float32 rounding, and not bit for bit (else the option changed nothing).
+    # 1e-3 of the largest weight: the GEMMs' different rounding grows over the steps, more through the larger
+    # Winograd tiles' transforms (F(7x7, 3x3) at 7x7: 2.5e-4 here, where F(4x4, 3x3) stayed under 1e-4)
     weights = {gemm: load_checkpoint(tmp_path / gemm / "checkpoint.npz")[0] for gemm in runs}
     assert weights["numba"].keys() == weights["openblas"].keys()
     for name, ours in weights["numba"].items():
         theirs = weights["openblas"][name]
-        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-4 * max(1.0, float(np.abs(theirs).max())), err_msg=name)
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-3 * max(1.0, float(np.abs(theirs).max())), err_msg=name)
     assert any(not np.array_equal(weights["numba"][k], weights["openblas"][k]) for k in weights["numba"])
 
 

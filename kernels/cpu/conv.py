@@ -8,6 +8,7 @@ r = (c*kh + i)*kw + j, column n*OH*OW + oh*OW + ow. Padding is never materialise
 outside the image reads (or drops) a zero.
 """
 import contextlib
+import math
 
 import numba
 import numpy as np
@@ -19,6 +20,8 @@ from . import bf16, blas, gemm
 from .norm import channel_sums
 
 OPTS = dict(parallel=True, cache=True, error_model="numpy", fastmath=False)
+SERIAL = dict(cache=True, error_model="numpy", fastmath=False)  # helpers the parallel kernels call: compiled once,
+# not inlined into each kernel (inlined, the Winograd kernels took 2.4x as long to compile, 122 s against 52)
 
 
 @njit(inline="always")
@@ -583,26 +586,65 @@ def _image_im2col_backward(dout, xg, weight, stride, padding, need_dx):
     return (dx if need_dx else None), dw_all.sum(axis=0).reshape(weight.shape)
 
 
-# --------------------------------------------------- 3x3 "same" layers in float32: Winograd F(4x4, 3x3)
-# Lavin & Gray 2016 ("Fast Algorithms for Convolutional Neural Networks"): each 4x4 block of outputs is
-# A^T [(G w G^T) * (B^T d B)] A, d the 6x6 input patch around it, w the 3x3 filter, * elementwise: 36
-# multiplications per (input channel, output channel) pair instead of 144. Over a group of images the 36
-# products become 36 GEMMs, U[k] (F, C) @ V[k] (C, tiles): 4x fewer GEMM FLOPs than im2col, less where H or
-# W is not a multiple of 4 (the last tiles partly outside). The backward is the exact adjoint of the same steps:
-#   dU[k] = sum over tiles dM[k] V[k]^T,  dM = A dY A^T per tile;   dw = G^T dU G
-#   dV[k] = U[k]^T dM[k];                  dx = sum over tiles of B dV B^T, back where d came from.
-# V is laid out (C, 36, tiles) and M (F, 36, tiles): a plane's 36 transformed rows sit together, and the GEMMs
-# read V[:, k] with a row stride of 36 rows of WINOGRAD_COLUMNS + WINOGRAD_PAD tiles (the pad keeps that stride
-# off powers of two, which slowed a first 16-row version's GEMMs in scratch timings; not re-measured at 36 rows).
+# --------------------------------------------------- 3x3 "same" layers in float32: Winograd F(m x m, 3x3)
+# Lavin & Gray 2016 ("Fast Algorithms for Convolutional Neural Networks"): each m x m block of outputs is
+# A^T [(G w G^T) * (B^T d B)] A, d the n x n input patch around it (n = m + 2), w the 3x3 filter, *
+# elementwise: n^2 multiplications per (input channel, output channel) pair instead of 9 m^2. Over a group of
+# images the n^2 products become n^2 GEMMs, U[k] (F, C) @ V[:, k] (C, tiles). A bigger m multiplies less per
+# output but wastes more where H or W is not a multiple of m, and its transforms cost more per tile, so each
+# layer takes the m of least estimated time (winograd_tile): fast's 31x31, 15x15, 7x7 and 3x3 layers take
+# m = 4, 5, 7, 3, where F(4x4, 3x3) everywhere (before 2026-12-07) did 1.5x the GEMM work at width 2. The
+# backward is the exact adjoint of the same steps:
+#   dU[k] = sum over tiles dM[:, k] V[:, k]^T,  dM = A dY A^T per tile;   dw = G^T dU G
+#   dV[:, k] = U[k]^T dM[:, k];                  dx = sum over tiles of B dV B^T, back where d came from.
+# V is laid out (C, n, n, tiles) and M (F, n, n, tiles): a plane's n^2 transformed rows sit together, and the
+# GEMMs read V[:, k] with a row stride of n^2 rows of WINOGRAD_COLUMNS + WINOGRAD_PAD tiles (the pad keeps that
+# stride off powers of two, which slowed a first version's GEMMs in scratch timings). Every transform is two
+# passes of a small matrix along the tiles (contiguous: the loops vectorise), skipping zero coefficients.
 # float32 and float64 only: under matmul precision "medium" the row-shift path's bfloat16 GEMMs run instead.
 WINOGRAD = True
 WINOGRAD_MIN_CHANNELS = 16  # at 24 (fast's first 3x3 layer) Winograd and the row-shift path are about level
 # (benchmarks/results/conv_layers_fast_icelake.json); thinner layers were not timed
-WINOGRAD_COLUMNS = 128  # tiles per GEMM group (whole images, at least one): of 64/128/256 in scratch timings, none
+WINOGRAD_COLUMNS = 128  # tiles per GEMM group, about (_group_images): of 64/128/256 in scratch timings, none
 # clearly best; bigger groups make V and M outgrow the caches between transform and GEMM
 WINOGRAD_PAD = 16  # unused tiles at the end of each row
-_G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
-               [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
+# F(m, 3) interpolates at the first m + 1 of these points and at infinity. In float32 the products' relative
+# RMS error (a 64-channel sum on ReLU'd normal inputs, against float64) is about 1e-6 for m <= 6 and 2.3e-5 for
+# m = 7 (the 3 it adds costs the most: 1/4, 3/2 or -3/2 instead were 1.2-1.4x worse); bfloat16 operands: 2.5e-3.
+WINOGRAD_POINTS = (0, 1, -1, 2, -2, 0.5, -0.5, 3)
+WINOGRAD_TILES = (2, 3, 4, 5, 6, 7)  # the m a layer may take: (4,) is F(4x4, 3x3) everywhere
+
+
+def winograd_matrices(m, r=3, points=None):
+    """A^T (m x n), G (n x r), B^T (n x n) of F(m, r), n = m + r - 1, from n - 1 finite points (the first of
+    WINOGRAD_POINTS unless given) and infinity (Toom-Cook): y = A^T [(G g) * (B^T d)] is the correlation of d
+    (length n) with g (length r)."""
+    n = m + r - 1
+    points = WINOGRAD_POINTS[:n - 1] if points is None else points
+    AT, G, BT = np.zeros((m, n)), np.zeros((n, r)), np.zeros((n, n))
+    for j, p in enumerate(points):
+        others = [q for q in points if q != p]
+        AT[:, j] = [p ** i for i in range(m)]
+        G[j] = [p ** k / np.prod([p - q for q in others]) for k in range(r)]
+        coefficients = np.polynomial.polynomial.polyfromroots(others)
+        BT[j, :len(coefficients)] = coefficients
+    AT[m - 1, n - 1], G[n - 1, r - 1] = 1, 1
+    BT[n - 1] = np.polynomial.polynomial.polyfromroots(points)
+    return AT, G, BT
+
+
+WINOGRAD_TRANSFORM_COST = 6  # a transform's time per tile against one GEMM's, below (fit on the Zen 5)
+
+
+def winograd_tile(H, W, C, F):
+    """The m of least estimated time for an H x W layer of C -> F channels: per tile, n^2 GEMMs of C x F and
+    transforms of about n^3 operations per channel (n = m + 2), weighted by WINOGRAD_TRANSFORM_COST (fit to
+    scratch timings of fast's layers on the Zen 5: with it, 24 -> 128 channels at 31x31 keeps m = 4, 19 ms
+    per 256 images faster than m = 7, where GEMM work alone picked m = 7)."""
+    def cost(m):
+        n = m + 2
+        return -(-H // m) * -(-W // m) * n * n * (C * F + WINOGRAD_TRANSFORM_COST * n * (C + F))
+    return min(WINOGRAD_TILES, key=lambda m: (cost(m), m))
 
 
 def _winograd_applies(xg, kh, kw, stride, padding):
@@ -610,251 +652,286 @@ def _winograd_applies(xg, kh, kw, stride, padding):
             and xg.shape[1] >= WINOGRAD_MIN_CHANNELS and bf16.available())
 
 
-# The transforms' integer coefficients as float32: an int64 constant would turn float32 arithmetic into float64
-_2, _4, _5, _8 = np.float32(2), np.float32(4), np.float32(5), np.float32(8)
+@njit(inline="always")
+def _rows_times(matrix, X, Y, length):
+    """Y[a, :length] = sum_k matrix[a, k] X[k, :length] for matrix in _sparse() form: row a's nonzeros four at
+    a time (after the one to three left over), so that a row of Y is written once per four terms."""
+    index, coef, counts, _ = matrix
+    for a in range(counts.shape[0]):
+        y, count = Y[a], counts[a]
+        rest = count % 4
+        if count == 0:
+            y[:length] = 0
+        elif rest == 1:
+            x0, c0 = X[index[a, 0]], coef[a, 0]
+            for t in range(length):
+                y[t] = c0 * x0[t]
+        elif rest == 2:
+            x0, x1, c0, c1 = X[index[a, 0]], X[index[a, 1]], coef[a, 0], coef[a, 1]
+            for t in range(length):
+                y[t] = c0 * x0[t] + c1 * x1[t]
+        elif rest == 3:
+            x0, x1, x2 = X[index[a, 0]], X[index[a, 1]], X[index[a, 2]]
+            c0, c1, c2 = coef[a, 0], coef[a, 1], coef[a, 2]
+            for t in range(length):
+                y[t] = c0 * x0[t] + c1 * x1[t] + c2 * x2[t]
+        for s in range(rest, count, 4):
+            x0, x1, x2, x3 = X[index[a, s]], X[index[a, s + 1]], X[index[a, s + 2]], X[index[a, s + 3]]
+            c0, c1, c2, c3 = coef[a, s], coef[a, s + 1], coef[a, s + 2], coef[a, s + 3]
+            if s == 0:
+                for t in range(length):
+                    y[t] = c0 * x0[t] + c1 * x1[t] + c2 * x2[t] + c3 * x3[t]
+            else:
+                for t in range(length):
+                    y[t] += c0 * x0[t] + c1 * x1[t] + c2 * x2[t] + c3 * x3[t]
+
+
+@njit(**SERIAL)
+def _sandwich(left, right, P, Q, Z, T):
+    """Z[a, b, :T] = sum_kl left[a, k] right[b, l] P[k, l, :T] (P, Q, Z: (n, n, L), C-contiguous), through
+    Q[a, l] = sum_k left[a, k] P[k, l]: that pass runs along whole (l, tile) planes, the second along tiles."""
+    n, L = P.shape[1], P.shape[2]
+    _rows_times(left, P.reshape((n, n * L)), Q.reshape((n, n * L)), right[3] * L)
+    for a in range(left[2].shape[0]):
+        _rows_times(right, Q[a], Z[a], T)
+
+
+def _sparse(matrix, dtype):
+    """matrix (R x K) as _rows_times takes it: (index, coef, counts, K), row a's counts[a] nonzeros in
+    columns index[a, :counts[a]], values coef[a, :counts[a]]."""
+    nonzero = [np.flatnonzero(row) for row in matrix]
+    counts = np.array([len(k) for k in nonzero], np.int64)
+    index, coef = np.zeros((len(matrix), max(1, counts.max())), np.int64), np.zeros((len(matrix), max(1, counts.max())), dtype)
+    for a, k in enumerate(nonzero):
+        index[a, :len(k)], coef[a, :len(k)] = k, matrix[a, k]
+    return index, coef, counts, matrix.shape[1]
+
+
+# The tiles' patches overlap (input) or are cut off at the image's edge (output), so the transforms move data
+# through a stack of zero-bordered planes, one per image of the group: tile t's patch starts at offsets[t] in
+# that stack, and element (k, l) of every patch is a flat loop over the tiles (no bounds, no branches). Writing
+# the output tiles straight into out (where m divides the sides) was 2-6x slower than through the planes: each
+# pass over the tiles then strides across the images' planes of all F channels instead of one small stack.
+@njit(inline="always")
+def _gather(flat, base, width, P, size, offsets, cols):
+    """P[k, l, t] = flat[base + offsets[t] + k*width + l] for k, l < size, t < cols."""
+    for k in range(size):
+        for l in range(size):
+            Pkl, at = P[k, l], base + k * width + l
+            for t in range(cols):
+                Pkl[t] = flat[at + offsets[t]]
 
 
 @njit(inline="always")
-def _bt(d0, d1, d2, d3, d4, d5):
-    """B^T (6x6) times a column (d0..d5)."""
-    return (_4 * d0 - _5 * d2 + d4, d3 + d4 - _4 * (d1 + d2), _4 * (d1 - d2) - d3 + d4, _2 * (d3 - d1) - d2 + d4,
-            _2 * (d1 - d3) - d2 + d4, _4 * d1 - _5 * d3 + d5)
+def _scatter(P, flat, base, width, size, offsets, cols, shift):
+    """flat[base + offsets[t] + k*width + l] = P[k, l, t] + shift: _gather's inverse, for patches that do not
+    overlap."""
+    for k in range(size):
+        for l in range(size):
+            Pkl, at = P[k, l], base + k * width + l
+            for t in range(cols):
+                flat[at + offsets[t]] = Pkl[t] + shift
 
 
 @njit(inline="always")
-def _b(v0, v1, v2, v3, v4, v5):
-    """B times a column: the adjoint of _bt."""
-    return (_4 * v0, _4 * (v2 - v1 + v5) + _2 * (v4 - v3), -_5 * v0 - _4 * (v1 + v2) - v3 - v4,
-            v1 - v2 + _2 * (v3 - v4) - _5 * v5, v0 + v1 + v2 + v3 + v4, v5)
+def _scatter_add(P, flat, base, width, size, offsets, cols):
+    """flat[base + offsets[t] + k*width + l] += P[k, l, t]: _gather's adjoint, for overlapping patches."""
+    for k in range(size):
+        for l in range(size):
+            Pkl, at = P[k, l], base + k * width + l
+            for t in range(cols):
+                flat[at + offsets[t]] += Pkl[t]
 
 
-@njit(inline="always")
-def _at(m0, m1, m2, m3, m4, m5):
-    """A^T (4x6) times a column."""
-    return m0 + m1 + m2 + m3 + m4, m1 - m2 + _2 * (m3 - m4), m1 + m2 + _4 * (m3 + m4), m1 - m2 + _8 * (m3 - m4) + m5
-
-
-@njit(inline="always")
-def _a(y0, y1, y2, y3):
-    """A times a column: the adjoint of _at."""
-    return (y0, y0 + y1 + y2 + y3, y0 - y1 + y2 - y3, y0 + _2 * y1 + _4 * y2 + _8 * y3, y0 - _2 * y1 + _4 * y2 - _8 * y3,
-            y3)
-
-
-@njit(inline="always")
-def _input_tiles(x, n0, n1, V, pad, rows):
-    """V[c, 6r + s, (n - n0)*TH*TW + i*TW + j] = (B^T d B)[r, s], d = x[n, c, 4i-1 : 4i+5, 4j-1 : 4j+5] (zeros
-    outside the image). pad (4TH + 2, 4TW + 2) has a zero border; rows (6, TH, 4TW + 2) is scratch."""
+@njit(**SERIAL)
+def _input_tiles(x, n0, n1, V, BT, P, Q, pads, offsets, m, TH, TW):
+    """V[c, a, b, (n - n0)*TH*TW + i*TW + j] = (B^T d B)[a, b], d = x[n, c, m*i-1 : m*i+m+1, m*j-1 : m*j+m+1]
+    (zeros outside the image). pads (images, m*TH + 2, m*TW + 2): zero-bordered planes; P, Q (n, n, tiles)."""
     _, C, H, W = x.shape
-    TH, PW = rows.shape[1], rows.shape[2]
-    TW = (PW - 2) // 4
-    for n in range(n0, n1):
-        col = (n - n0) * TH * TW
-        for c in range(C):
-            plane = x[n, c]
-            for h in range(H):
+    cols = (n1 - n0) * TH * TW
+    for c in range(C):
+        for im in range(n0, n1):
+            plane, pad = x[im, c], pads[im - n0]
+            for h in range(H):  # element by element: 2-7x faster than slice assignments of these short rows
                 for w in range(W):
                     pad[h + 1, w + 1] = plane[h, w]
-            for i in range(TH):  # B^T d on whole padded rows at once
-                for w in range(PW):
-                    e = _bt(pad[4 * i, w], pad[4 * i + 1, w], pad[4 * i + 2, w], pad[4 * i + 3, w], pad[4 * i + 4, w],
-                            pad[4 * i + 5, w])
-                    rows[0, i, w], rows[1, i, w], rows[2, i, w], rows[3, i, w], rows[4, i, w], rows[5, i, w] = e
-            Vc = V[c]
-            for r in range(6):  # (B^T d) B: the same along each row, four columns apart per tile
-                for i in range(TH):
-                    row, at = rows[r, i], col + i * TW
-                    for j in range(TW):
-                        e = _bt(row[4 * j], row[4 * j + 1], row[4 * j + 2], row[4 * j + 3], row[4 * j + 4], row[4 * j + 5])
-                        k = 6 * r
-                        Vc[k, at + j], Vc[k + 1, at + j], Vc[k + 2, at + j], Vc[k + 3, at + j], Vc[k + 4, at + j], Vc[k + 5, at + j] = e
+        _gather(pads.reshape(pads.size), 0, pads.shape[2], P, m + 2, offsets, cols)
+        _sandwich(BT, BT, P, Q, V[c], cols)
 
 
-@njit(inline="always")
-def _input_tiles_adjoint(dV, dx, n0, n1, pad, rows):
-    """dx[n0:n1] = the sum over tiles of B dV B^T, each added where _input_tiles read its patch (pad, rows:
-    scratch shaped as _input_tiles', not the same arrays)."""
+@njit(**SERIAL)
+def _input_tiles_adjoint(dV, dx, n0, n1, B, P, Q, pads, offsets, m, TH, TW):
+    """dx[n0:n1] = the sum over tiles of B dV B^T, each added where _input_tiles read its patch (pads: planes
+    shaped as _input_tiles', not the same ones)."""
     _, C, H, W = dx.shape
-    TH, PW = rows.shape[1], rows.shape[2]
-    TW = (PW - 2) // 4
-    for n in range(n0, n1):
-        col = (n - n0) * TH * TW
-        for c in range(C):
-            dVc = dV[c]
-            rows[:] = 0
-            for r in range(6):  # dV B^T along each row, overlapping tiles added
-                for i in range(TH):
-                    row, at = rows[r, i], col + i * TW
-                    for j in range(TW):
-                        e0, e1, e2, e3, e4, e5 = _b(dVc[6 * r, at + j], dVc[6 * r + 1, at + j], dVc[6 * r + 2, at + j],
-                                                    dVc[6 * r + 3, at + j], dVc[6 * r + 4, at + j], dVc[6 * r + 5, at + j])
-                        w = 4 * j
-                        row[w] += e0
-                        row[w + 1] += e1
-                        row[w + 2] += e2
-                        row[w + 3] += e3
-                        row[w + 4] += e4
-                        row[w + 5] += e5
-            pad[:] = 0
-            for i in range(TH):  # B (...) down the columns
-                for w in range(PW):
-                    e0, e1, e2, e3, e4, e5 = _b(rows[0, i, w], rows[1, i, w], rows[2, i, w], rows[3, i, w], rows[4, i, w],
-                                                rows[5, i, w])
-                    h = 4 * i
-                    pad[h, w] += e0
-                    pad[h + 1, w] += e1
-                    pad[h + 2, w] += e2
-                    pad[h + 3, w] += e3
-                    pad[h + 4, w] += e4
-                    pad[h + 5, w] += e5
-            plane = dx[n, c]
+    cols = (n1 - n0) * TH * TW
+    for c in range(C):
+        _sandwich(B, B, dV[c], Q, P, cols)
+        pads[:] = 0
+        _scatter_add(P, pads.reshape(pads.size), 0, pads.shape[2], m + 2, offsets, cols)
+        for im in range(n0, n1):
+            plane, pad = dx[im, c], pads[im - n0]
             for h in range(H):
                 for w in range(W):
                     plane[h, w] = pad[h + 1, w + 1]
 
 
-@njit(inline="always")
-def _output_tiles(M, out, n0, n1, bias, TH, TW, acc):
-    """out[n, f, 4i : 4i+4, 4j : 4j+4] = A^T m A + bias, m[r, s] = M[f, 6r + s, tile]; the parts of edge tiles
-    outside the image dropped. acc (6, 4, tiles): A^T m, computed for all the group's tiles at once along M's
-    contiguous rows (the loop that vectorises), before the short per-tile loops that place the results."""
+@njit(**SERIAL)
+def _planes_to_images(planes, out, n0, n1, f):
+    """out[n0:n1, f] = the planes' top-left H x W. (One flat loop per image where the planes are exactly H x W
+    ran 1.6x slower than these rows, in a scratch timing.)"""
+    H, W = out.shape[2:]
+    for im in range(n0, n1):
+        plane, tiles = out[im, f], planes[im - n0]
+        for h in range(H):
+            for w in range(W):
+                plane[h, w] = tiles[h, w]
+
+
+@njit(**SERIAL)
+def _images_to_planes(dout, planes, n0, n1, f):
+    """The planes' top-left H x W = dout[n0:n1, f] (the rest stays as it is: zero)."""
+    H, W = dout.shape[2:]
+    for im in range(n0, n1):
+        plane, tiles = dout[im, f], planes[im - n0]
+        for h in range(H):
+            for w in range(W):
+                tiles[h, w] = plane[h, w]
+
+
+@njit(**SERIAL)
+def _output_tiles(M, out, n0, n1, bias, AT, P, Q, planes, offsets, m, TH, TW):
+    """out[n, f, m*i : m*i+m, m*j : m*j+m] = A^T M[f, :, :, tile] A + bias[f], the parts of edge tiles outside
+    the image dropped (planes (images, m*TH, m*TW): scratch)."""
     _, F, H, W = out.shape
-    m = (n1 - n0) * TH * TW
+    cols = (n1 - n0) * TH * TW
     for f in range(F):
-        b = bias[f] if bias.size else 0
-        Mf = M[f]
-        for s in range(6):  # A^T m, column s of every tile
-            m0, m1, m2, m3, m4, m5 = Mf[s], Mf[6 + s], Mf[12 + s], Mf[18 + s], Mf[24 + s], Mf[30 + s]
-            a0, a1, a2, a3 = acc[s, 0], acc[s, 1], acc[s, 2], acc[s, 3]
-            for t in range(m):
-                a0[t], a1[t], a2[t], a3[t] = _at(m0[t], m1[t], m2[t], m3[t], m4[t], m5[t])
-        t = 0
-        for n in range(n0, n1):
-            plane = out[n, f]
-            for i in range(TH):
-                for j in range(TW):
-                    w = 4 * j
-                    for a in range(4):  # (A^T m) A, row by row
-                        h = 4 * i + a
-                        if h < H:
-                            e0, e1, e2, e3 = _at(acc[0, a, t], acc[1, a, t], acc[2, a, t], acc[3, a, t], acc[4, a, t],
-                                                 acc[5, a, t])
-                            if w + 3 < W:
-                                plane[h, w], plane[h, w + 1], plane[h, w + 2], plane[h, w + 3] = e0 + b, e1 + b, e2 + b, e3 + b
-                            else:
-                                plane[h, w] = e0 + b
-                                if w + 1 < W:
-                                    plane[h, w + 1] = e1 + b
-                                if w + 2 < W:
-                                    plane[h, w + 2] = e2 + b
-                    t += 1
+        _sandwich(AT, AT, M[f], Q, P, cols)
+        _scatter(P, planes.reshape(planes.size), 0, planes.shape[2], m, offsets, cols, bias[f])
+        _planes_to_images(planes, out, n0, n1, f)
 
 
-@njit(inline="always")
-def _output_tiles_adjoint(dout, dM, n0, n1, TH, TW, acc):
-    """dM[f, 6r + s, tile] = (A dy A^T)[r, s], dy = dout[n, f, 4i : 4i+4, 4j : 4j+4] (zeros outside the image).
-    acc (6, 4, tiles): A dy per tile, then (A dy) A^T for all tiles at once along dM's contiguous rows."""
+@njit(**SERIAL)
+def _output_tiles_adjoint(dout, dM, n0, n1, A, P, Q, planes, offsets, m, TH, TW):
+    """dM[f, :, :, tile] = A dy A^T, dy = dout[n, f, m*i : m*i+m, m*j : m*j+m] (zeros outside the image: planes
+    (images, m*TH, m*TW) must be zero outside [:H, :W])."""
     _, F, H, W = dout.shape
-    acc[0, 0, 0] = 0
-    zero = acc[0, 0, 0]  # of the arrays' type
-    m = (n1 - n0) * TH * TW
+    cols = (n1 - n0) * TH * TW
     for f in range(F):
-        t = 0
-        for n in range(n0, n1):
-            plane = dout[n, f]
-            for i in range(TH):
-                h = 4 * i
-                for j in range(TW):
-                    for c in range(4):  # A dy, column by column (zeros outside the image)
-                        w = 4 * j + c
-                        if w < W and h + 3 < H:
-                            e = _a(plane[h, w], plane[h + 1, w], plane[h + 2, w], plane[h + 3, w])
-                        elif w < W:
-                            e = _a(plane[h, w], plane[h + 1, w] if h + 1 < H else zero,
-                                   plane[h + 2, w] if h + 2 < H else zero, zero)
-                        else:
-                            e = _a(zero, zero, zero, zero)
-                        acc[0, c, t], acc[1, c, t], acc[2, c, t], acc[3, c, t], acc[4, c, t], acc[5, c, t] = e
-                    t += 1
-        dMf = dM[f]
-        for r in range(6):  # (A dy) A^T, row r of every tile
-            y0, y1, y2, y3 = acc[r, 0], acc[r, 1], acc[r, 2], acc[r, 3]
-            d0, d1, d2, d3, d4, d5 = dMf[6 * r], dMf[6 * r + 1], dMf[6 * r + 2], dMf[6 * r + 3], dMf[6 * r + 4], dMf[6 * r + 5]
-            for t in range(m):
-                d0[t], d1[t], d2[t], d3[t], d4[t], d5[t] = _a(y0[t], y1[t], y2[t], y3[t])
+        _images_to_planes(dout, planes, n0, n1, f)
+        _gather(planes.reshape(planes.size), 0, planes.shape[2], P, m, offsets, cols)
+        _sandwich(A, A, P, Q, dM[f], cols)
 
 
 @njit(**OPTS)
-def _winograd_forward_kernel(x, U, bias, out, V_all, M_all, pad_all, rows_all, acc_all, G, gemms):
+def _winograd_forward_kernel(x, U, bias, out, BT, AT, V_all, M_all, P_all, Q_all, pads_all, planes_all, offsets,
+                             out_offsets, G, gemms):
     N, C, H, W = x.shape
-    F, TH, TW = U.shape[1], (H + 3) // 4, (W + 3) // 4
-    T, L = V_all.shape[0], V_all.shape[3]
-    size, groups = x.itemsize, (N + G - 1) // G
+    F, n = U.shape[1], P_all.shape[1]
+    m = n - 2
+    TH, TW = (H + m - 1) // m, (W + m - 1) // m
+    T, L = V_all.shape[0], V_all.shape[4]
+    size, groups, stride = x.itemsize, (N + G - 1) // G, n * n * L
     for t in prange(T):
-        V, M = V_all[t], M_all[t]
+        V, M, P, Q = V_all[t], M_all[t], P_all[t], Q_all[t]
         for gr in range(*_thread_share(t, T, groups)):
             n0, n1 = gr * G, min(N, gr * G + G)
-            _input_tiles(x, n0, n1, V, pad_all[t], rows_all[t])
-            for k in range(36):  # M[:, k] (F, tiles) = U[k] (F, C) @ V[:, k] (C, tiles)
+            _input_tiles(x, n0, n1, V, BT, P, Q, pads_all[t], offsets, m, TH, TW)
+            for k in range(n * n):  # M[:, k] (F, tiles) = U[k] (F, C) @ V[:, k] (C, tiles)
                 _gemm(gemms, size, _NO_TRANS, _NO_TRANS, F, (n1 - n0) * TH * TW, C, U[k].ctypes.data, C,
-                      V.ctypes.data + size * k * L, 36 * L, 0.0, M.ctypes.data + size * k * L, 36 * L)
-            _output_tiles(M, out, n0, n1, bias, TH, TW, acc_all[t])
+                      V.ctypes.data + size * k * L, stride, 0.0, M.ctypes.data + size * k * L, stride)
+            _output_tiles(M, out, n0, n1, bias, AT, P, Q, planes_all[t], out_offsets, m, TH, TW)
 
 
 @njit(**OPTS)
-def _winograd_backward_kernel(x, dout, U, dx, dU_all, V_all, dM_all, dV_all, pad_all, dpad_all, rows_all, acc_all, G,
-                              need_dx, gemms):
+def _winograd_backward_kernel(x, dout, U, dx, BT, B, A, dU_all, V_all, dM_all, dV_all, P_all, Q_all, pads_all,
+                              dpads_all, planes_all, offsets, out_offsets, G, need_dx, gemms):
     N, C, H, W = x.shape
-    F, TH, TW = U.shape[1], (H + 3) // 4, (W + 3) // 4
-    T, L = V_all.shape[0], V_all.shape[3]
-    size, groups = x.itemsize, (N + G - 1) // G
+    F, n = U.shape[1], P_all.shape[1]
+    m = n - 2
+    TH, TW = (H + m - 1) // m, (W + m - 1) // m
+    T, L = V_all.shape[0], V_all.shape[4]
+    size, groups, stride = x.itemsize, (N + G - 1) // G, n * n * L
     for t in prange(T):
-        V, dM, dV, dU = V_all[t], dM_all[t], dV_all[t], dU_all[t]
+        V, dM, dV, dU, P, Q = V_all[t], dM_all[t], dV_all[t], dU_all[t], P_all[t], Q_all[t]
         dU[:] = 0
+        planes_all[t][:] = 0
         for gr in range(*_thread_share(t, T, groups)):
             n0, n1 = gr * G, min(N, gr * G + G)
-            m = (n1 - n0) * TH * TW
-            _input_tiles(x, n0, n1, V, pad_all[t], rows_all[t])  # recomputed: cheaper than keeping 4x the input
-            _output_tiles_adjoint(dout, dM, n0, n1, TH, TW, acc_all[t])
-            for k in range(36):  # dU[k] (F, C) += dM[:, k] (F, tiles) @ V[:, k].T (tiles, C)
-                _gemm(gemms, size, _NO_TRANS, _TRANS, F, C, m, dM.ctypes.data + size * k * L, 36 * L,
-                      V.ctypes.data + size * k * L, 36 * L, 1.0, dU[k].ctypes.data, C)
+            cols = (n1 - n0) * TH * TW
+            _input_tiles(x, n0, n1, V, BT, P, Q, pads_all[t], offsets, m, TH, TW)  # recomputed: cheaper than keeping V
+            _output_tiles_adjoint(dout, dM, n0, n1, A, P, Q, planes_all[t], out_offsets, m, TH, TW)
+            for k in range(n * n):  # dU[k] (F, C) += dM[:, k] (F, tiles) @ V[:, k].T (tiles, C)
+                _gemm(gemms, size, _NO_TRANS, _TRANS, F, C, cols, dM.ctypes.data + size * k * L, stride,
+                      V.ctypes.data + size * k * L, stride, 1.0, dU[k].ctypes.data, C)
             if need_dx:
-                for k in range(36):  # dV[:, k] (C, tiles) = U[k].T (C, F) @ dM[:, k] (F, tiles)
-                    _gemm(gemms, size, _TRANS, _NO_TRANS, C, m, F, U[k].ctypes.data, C, dM.ctypes.data + size * k * L,
-                          36 * L, 0.0, dV.ctypes.data + size * k * L, 36 * L)
-                _input_tiles_adjoint(dV, dx, n0, n1, dpad_all[t], rows_all[t])
+                for k in range(n * n):  # dV[:, k] (C, tiles) = U[k].T (C, F) @ dM[:, k] (F, tiles)
+                    _gemm(gemms, size, _TRANS, _NO_TRANS, C, cols, F, U[k].ctypes.data, C, dM.ctypes.data + size * k * L,
+                          stride, 0.0, dV.ctypes.data + size * k * L, stride)
+                _input_tiles_adjoint(dV, dx, n0, n1, B, P, Q, dpads_all[t], offsets, m, TH, TW)
 
 
-def _winograd_scratch(x, F):
-    """Images per group; per thread the group's V (C, 36, tiles) and M (F, 36, tiles), a zero-bordered padded
-    plane, six rows of partial sums, and (6, 4, tiles) for the output transform's first half."""
+def _group_images(tiles):
+    """Images per GEMM group: whole images, about WINOGRAD_COLUMNS tiles, and a multiple of 16 tiles where that
+    takes at most twice as many (the float32 GEMM's column blocks: 126 columns ran 20-40% slower than 144)."""
+    whole = 16 // math.gcd(tiles, 16)  # images whose tiles make a multiple of 16
+    if whole * tiles <= 2 * WINOGRAD_COLUMNS:
+        return whole * max(1, round(WINOGRAD_COLUMNS / (whole * tiles)))
+    return max(1, WINOGRAD_COLUMNS // tiles)
+
+
+def _winograd_scratch(x, F, m):
+    """Images per group G and per thread: the group's V (C, n, n, tiles) and M (F, n, n, tiles), two (n, n,
+    tiles) arrays for the transforms, and the zero-bordered input planes (G, m*TH + 2, m*TW + 2)."""
     N, C, H, W = x.shape
-    TH, TW = (H + 3) // 4, (W + 3) // 4
-    G = max(1, min(N, WINOGRAD_COLUMNS // (TH * TW)))
+    n, TH, TW = m + 2, -(-H // m), -(-W // m)
+    G = max(1, min(N, _group_images(TH * TW)))
     T = numba.get_num_threads()
-    pad = _workspace("wino_pad", (T, 4 * TH + 2, 4 * TW + 2), x.dtype)
-    pad[:] = 0
     L = G * TH * TW + WINOGRAD_PAD
-    return (G, _workspace("wino_v", (T, C, 36, L), x.dtype), _workspace("wino_m", (T, F, 36, L), x.dtype), pad,
-            _workspace("wino_rows", (T, 6, TH, 4 * TW + 2), x.dtype), _workspace("wino_acc", (T, 6, 4, L), x.dtype))
+    pads = _workspace("wino_pad", (T, G, m * TH + 2, m * TW + 2), x.dtype)
+    pads[:] = 0
+    return (G, _workspace("wino_v", (T, C, n, n, L), x.dtype), _workspace("wino_m", (T, F, n, n, L), x.dtype),
+            _workspace("wino_p", (T, n, n, L), x.dtype), _workspace("wino_q", (T, n, n, L), x.dtype), pads)
+
+
+def _tile_offsets(G, TH, TW, m, width, image_stride):
+    """Where tile (image g, row i, column j) starts, (m*i, m*j), in G planes of rows of width, image_stride apart."""
+    g, i, j = np.meshgrid(np.arange(G), np.arange(TH), np.arange(TW), indexing="ij")
+    return np.ascontiguousarray((g * image_stride + m * i * width + m * j).ravel(), np.int64)
+
+
+def _winograd_offsets(x, G, m):
+    """_tile_offsets in the zero-bordered input planes and in the output planes."""
+    H, W = x.shape[2:]
+    TH, TW = -(-H // m), -(-W // m)
+    PH, PW = m * TH + 2, m * TW + 2
+    return _tile_offsets(G, TH, TW, m, PW, PH * PW), _tile_offsets(G, TH, TW, m, m * TW, m * TH * m * TW)
+
+
+def _winograd_transforms(m, dtype):
+    """G, and B^T, A^T and the adjoints' B and A in _sparse form, in the arrays' dtype (float64 coefficients
+    would turn float32 arithmetic into float64)."""
+    AT, G, BT = winograd_matrices(m)
+    return dict(G=np.ascontiguousarray(G, dtype),
+                **{name: _sparse(a, dtype) for name, a in dict(BT=BT, AT=AT, B=BT.T, A=AT.T).items()})
 
 
 @njit(**OPTS)
 def _winograd_weights_kernel(w, g, U):
-    """U[6a + b, f, c] = sum_ij g[a, i] w[f, c, i, j] g[b, j], the inner loops along c (contiguous in U)."""
+    """U[n*a + b, f, c] = sum_ij g[a, i] w[f, c, i, j] g[b, j], the inner loops along c (contiguous in U)."""
     F, C = w.shape[:2]
+    n = g.shape[0]
     for f in prange(F):
-        wg = np.zeros((3, 6, C), w.dtype)  # [i, b, c] = (w G^T)[i, b]
+        wg = np.zeros((3, n, C), w.dtype)  # [i, b, c] = (w G^T)[i, b]
         for i in range(3):
-            for b in range(6):
+            for b in range(n):
                 for j in range(3):
                     if g[b, j] != 0:
                         for c in range(C):
                             wg[i, b, c] += g[b, j] * w[f, c, i, j]
-        for a in range(6):
-            for b in range(6):
-                u = U[6 * a + b, f]
+        for a in range(n):
+            for b in range(n):
+                u = U[n * a + b, f]
                 u[:] = 0
                 for i in range(3):
                     if g[a, i] != 0:
@@ -864,63 +941,75 @@ def _winograd_weights_kernel(w, g, U):
 
 @njit(**OPTS)
 def _winograd_weight_grad_kernel(dU, g, dw):
-    """The adjoint: dw[f, c, i, j] = sum_ab g[a, i] dU[6a + b, f, c] g[b, j]."""
+    """The adjoint: dw[f, c, i, j] = sum_ab g[a, i] dU[n*a + b, f, c] g[b, j]."""
     F, C = dw.shape[:2]
+    n = g.shape[0]
     for f in prange(F):
-        gu = np.zeros((3, 6, C), dw.dtype)  # [i, b, c] = (G^T dU)[i, b]
+        gu = np.zeros((3, n, C), dw.dtype)  # [i, b, c] = (G^T dU)[i, b]
         for i in range(3):
-            for b in range(6):
-                for a in range(6):
+            for b in range(n):
+                for a in range(n):
                     if g[a, i] != 0:
                         for c in range(C):
-                            gu[i, b, c] += g[a, i] * dU[6 * a + b, f, c]
+                            gu[i, b, c] += g[a, i] * dU[n * a + b, f, c]
         for i in range(3):
             for j in range(3):
                 for c in range(C):
                     total = gu[i, 0, c] * g[0, j]
-                    for b in range(1, 6):
+                    for b in range(1, n):
                         total += gu[i, b, c] * g[b, j]
                     dw[f, c, i, j] = total
 
 
-def _winograd_weights(weight):
+def _winograd_weights(weight, m):
     F, C = weight.shape[:2]
-    U = _workspace("wino_u", (36, F, C), weight.dtype)  # reused: a fresh 9 MB array cost 10 ms of page faults
-    _winograd_weights_kernel(np.ascontiguousarray(weight), _G.astype(weight.dtype), U)
+    U = _workspace("wino_u", ((m + 2) ** 2, F, C), weight.dtype)  # reused: a fresh 9 MB array cost 10 ms of page faults
+    _winograd_weights_kernel(np.ascontiguousarray(weight), _winograd_transforms(m, weight.dtype)["G"], U)
     return U
 
 
-def _winograd_weight_grad(dU, F, C):
+def _winograd_weight_grad(dU, F, C, m):
     dw = np.empty((F, C, 3, 3), dU.dtype)
-    _winograd_weight_grad_kernel(dU, _G.astype(dU.dtype), dw)
+    _winograd_weight_grad_kernel(dU, _winograd_transforms(m, dU.dtype)["G"], dw)
     return dw
 
 
 def _winograd_forward(x, weight, bias):
     N, C, H, W = x.shape
-    F = weight.shape[0]
+    F, m = weight.shape[0], winograd_tile(H, W, C, weight.shape[0])
     out = np.empty((N, F, H, W), x.dtype)
-    G, V, M, pad, rows, acc = _winograd_scratch(x, F)
+    G, V, M, P, Q, pads = _winograd_scratch(x, F, m)
+    T, _, PH, PW = pads.shape[:4]
+    mats = _winograd_transforms(m, x.dtype)
     with _gemms() as gemms:
-        _winograd_forward_kernel(x, _winograd_weights(weight), _bias_or_empty(bias, x.dtype), out, V, M, pad, rows, acc,
-                                 G, gemms)
+        _winograd_forward_kernel(x, _winograd_weights(weight, m), np.zeros(F, x.dtype) if bias is None else
+                                 np.ascontiguousarray(bias, x.dtype), out, mats["BT"], mats["AT"], V, M, P, Q, pads,
+                                 _workspace("wino_planes", (T, G, PH - 2, PW - 2), x.dtype),
+                                 *_winograd_offsets(x, G, m), G, gemms)
     return out
 
 
 def _winograd_backward(dout, x, weight, need_dx):
     N, C, H, W = x.shape
-    F = weight.shape[0]
-    G, V, dM, pad, rows, acc = _winograd_scratch(x, F)
-    dU_all = _workspace("dw", (V.shape[0], 36, F, C), x.dtype)
-    dV = _workspace("wino_dv", V.shape, x.dtype) if need_dx else V[:, :0]
+    F, m = weight.shape[0], winograd_tile(H, W, C, weight.shape[0])
+    G, V, dM, P, Q, pads = _winograd_scratch(x, F, m)
+    T, _, PH, PW = pads.shape
+    n = m + 2
+    dU_all = _workspace("dw", (T, n * n, F, C), x.dtype)
+    dV = _workspace("wino_dv", V.shape if need_dx else (T, 0, *V.shape[2:]), x.dtype)
     dx = np.empty(x.shape if need_dx else (0, C, H, W), x.dtype)
+    mats = _winograd_transforms(m, x.dtype)
     with _gemms() as gemms:
-        _winograd_backward_kernel(x, np.ascontiguousarray(dout, x.dtype), _winograd_weights(weight), dx, dU_all, V, dM,
-                                  dV, pad, _workspace("wino_dpad", pad.shape, x.dtype), rows, acc, G, need_dx, gemms)
+        _winograd_backward_kernel(x, np.ascontiguousarray(dout, x.dtype), _winograd_weights(weight, m), dx, mats["BT"],
+                                  mats["B"], mats["A"], dU_all, V, dM, dV, P, Q, pads,
+                                  _workspace("wino_dpad", pads.shape, x.dtype),
+                                  _workspace("wino_dplanes", (T, G, PH - 2, PW - 2), x.dtype),
+                                  *_winograd_offsets(x, G, m), G, need_dx, gemms)
     dU = dU_all[0]
-    for part in dU_all[1:]:  # the threads' sums added in place: .sum(axis=0) would page-fault a fresh 36*F*C array
+    for part in dU_all[1:]:  # the threads' sums added in place: .sum(axis=0) would page-fault a fresh (n^2, F, C) array
         dU += part
-    return (dx if need_dx else None), _winograd_weight_grad(dU, F, C)
+    return (dx if need_dx else None), _winograd_weight_grad(dU, F, C, m)
+
 
 def conv2d_forward(x, weight, bias, stride, padding):
     N, C, H, W = x.shape
