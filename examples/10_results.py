@@ -169,6 +169,10 @@ EXPERIMENTS = {
     # does the hard-example selection (--select-keep 0.5, below) cost accuracy at the same epochs? The 30-minute
     # recipe as fast11-f32-w125-syncbn-ours (91.17% mean of 5 seeds, 18.0-18.8 min a run) with it, paired seeds:
     # seeds 0-1 gave 90.46, 90.14 (without: 90.98, 91.14) in 11.6 and 10.9 min; seeds 2-4 not run
+    # the same recipe after the Winograd convolutions took a tile size per layer (2026-12-07): paired seeds
+    "fast11-f32-w125-tiles": [f"seeds --seeds 0 1 --ranks 2 {fast_options(11)} --width 1.25 "
+                              f"--matmul-precision highest --float-gemm numba --bn-momentum 0.4 "
+                              f"--whiten-bias-epochs 3 --sync-bn --out runs/fast11-f32-w125-tiles"],
     "fast11-f32-w125-select": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {fast_options(11)} --width 1.25 "
                                f"--matmul-precision highest --float-gemm numba --bn-momentum 0.4 "
                                f"--whiten-bias-epochs 3 --sync-bn --select-keep 0.5 --out runs/fast11-f32-w125-select"],
@@ -214,6 +218,11 @@ EXPERIMENTS = {
     "long-w2-f32-speed-ours": [f"seeds --seeds 0 --ranks 2 "
                                f"{changed(long_w2_options(2), '--matmul-precision medium', '--matmul-precision highest')} "
                                f"--float-gemm numba --train-subset 10240 --out runs/long-w2-f32-speed-ours"],
+    # the same 2 epochs after the Winograd convolutions took a tile size per layer (F(m x m, 3x3), m = 4/5/7/3 on
+    # fast's 31/15/7/3-pixel layers, 2026-12-07; before: F(4x4, 3x3) everywhere)
+    "long-w2-f32-speed-tiles": [f"seeds --seeds 0 --ranks 2 "
+                                f"{changed(long_w2_options(2), '--matmul-precision medium', '--matmul-precision highest')} "
+                                f"--float-gemm numba --train-subset 10240 --out runs/long-w2-f32-speed-tiles"],
     # two of those runs as one classifier (the mean of their TTA logits; needs both runs' best.npz): a recipe of
     # two 55-minute runs one after the other, inside the 2-hour budget
     "long-w2-e20-ensemble": [f"evaluate runs/long-w2-e20-cutout/seed0/best.npz runs/long-w2-e20-cutout/seed1/best.npz "
