@@ -66,3 +66,15 @@ def test_winograd_bf16_matrices_compute_the_correlation_and_bfloat16_rounds_to_n
     for ours, theirs in zip(conv.winograd_matrices(4), (AT, G, BT)):
         np.testing.assert_allclose(ours, theirs, atol=1e-12)
     assert bench.bfloat16(np.float32(1 + 2 ** -8)) == 1.0 and bench.bfloat16(np.float32(1 + 3 * 2 ** -9)) == 1 + 2 ** -7
+
+
+def test_winograd_tiles_benchmark_measures_every_tile_and_the_work_saved(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # as when run as a script: it imports winograd_parts
+    bench = load("winograd_tiles")
+    errors = bench.tile_errors(N=2, C=16, F=8, H=7)
+    assert sorted(errors) == list(conv.WINOGRAD_TILES)
+    assert all(0 < e < 1e-4 for m in errors.values() for e in m.values())
+    assert errors[7]["output"] > errors[4]["output"]  # the ninth point rounds more
+    rows = bench.gemm_work(2.0)
+    assert [r["tile"] for r in rows] == [4, 5, 5, 7, 7, 3]
+    assert 1.4 < sum(r["gemm_macs_f4"] for r in rows) / sum(r["gemm_macs"] for r in rows) < 1.6

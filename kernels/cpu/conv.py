@@ -609,9 +609,9 @@ WINOGRAD_MIN_CHANNELS = 16  # at 24 (fast's first 3x3 layer) Winograd and the ro
 WINOGRAD_COLUMNS = 128  # tiles per GEMM group, about (_group_images): of 64/128/256 in scratch timings, none
 # clearly best; bigger groups make V and M outgrow the caches between transform and GEMM
 WINOGRAD_PAD = 16  # unused tiles at the end of each row
-# F(m, 3) interpolates at the first m + 1 of these points and at infinity. In float32 the products' relative
-# RMS error (a 64-channel sum on ReLU'd normal inputs, against float64) is about 1e-6 for m <= 6 and 2.3e-5 for
-# m = 7 (the 3 it adds costs the most: 1/4, 3/2 or -3/2 instead were 1.2-1.4x worse); bfloat16 operands: 2.5e-3.
+# F(m, 3) interpolates at the first m + 1 of these points and at infinity. In float32 the convolution's relative
+# RMS error against float64 is 2e-7 to 2.5e-6 for m <= 6 and 2-3e-5 for m = 7, the ninth point (3) costing the
+# most (benchmarks/winograd_tiles.py, a 64 -> 32 channel 14x14 layer); bfloat16 operands: 2.5e-3.
 WINOGRAD_POINTS = (0, 1, -1, 2, -2, 0.5, -0.5, 3)
 WINOGRAD_TILES = (2, 3, 4, 5, 6, 7)  # the m a layer may take: (4,) is F(4x4, 3x3) everywhere
 
