@@ -187,7 +187,7 @@ def main():
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--gemm-efficiency", type=float, default=0.9)
     p.add_argument("--tiles", default=None, help="the tile sizes m the layers may take, comma-separated (default: "
-                   "conv.WINOGRAD_TILES); 4 times F(4x4, 3x3) everywhere, the only one before 2026-12-07")
+                   "conv.WINOGRAD_TILES); 4: F(4x4, 3x3) everywhere, the only tile before 2026-12-07")
     p.add_argument("--out", default=None)
     args = p.parse_args()
     if args.tiles:
