@@ -20,10 +20,9 @@ from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
-from numpy.polynomial import polynomial
 
 from minitorch_cifar import machine
-from minitorch_cifar.kernels.cpu import bf16
+from minitorch_cifar.kernels.cpu import bf16, conv
 
 POINT_SETS = [(0, 1, -1, 2, -2), (0, 1, -1, 0.5, -0.5), (0, 1, -1, 0.5, -2), (0, 1, -1, 0.5, 2)]
 
@@ -31,22 +30,6 @@ POINT_SETS = [(0, 1, -1, 2, -2), (0, 1, -1, 0.5, -0.5), (0, 1, -1, 0.5, -2), (0,
 def bfloat16(a):
     """a rounded to bfloat16 as the convolutions round it (bf16.to_bf16), returned as float64."""
     return bf16.to_float32(bf16.to_bf16(a)).astype(np.float64)
-
-
-def winograd_matrices(points, m=4, r=3):
-    """A^T (m x n), G (n x r), B^T (n x n) of F(m, r) from n - 1 finite points and infinity (Toom-Cook):
-    y = A^T [(G g) * (B^T d)] is the correlation of d (length n) with g (length r)."""
-    n = m + r - 1
-    AT, G, BT = np.zeros((m, n)), np.zeros((n, r)), np.zeros((n, n))
-    for j, p in enumerate(points):
-        others = [q for q in points if q != p]
-        AT[:, j] = [p ** i for i in range(m)]
-        G[j] = [p ** k / np.prod([p - q for q in others]) for k in range(r)]
-        coefficients = polynomial.polyfromroots(others)
-        BT[j, :len(coefficients)] = coefficients
-    AT[m - 1, n - 1], G[n - 1, r - 1] = 1, 1
-    BT[n - 1] = polynomial.polyfromroots(points)
-    return AT, G, BT
 
 
 def relative_rms(a, ref):
@@ -67,7 +50,7 @@ def errors(N=4, C=128, F=64, H=16, seed=0):
     T = H // 4
     d = np.stack([np.stack([xp[:, :, 4 * i:4 * i + 6, 4 * j:4 * j + 6] for j in range(T)], 2) for i in range(T)], 2)
     for points in POINT_SETS:
-        AT, G, BT = winograd_matrices(points)
+        AT, G, BT = conv.winograd_matrices(4, points=points)
         V = np.einsum("ab,nctsbe,fe->nctsaf", BT, d, BT)
         U = np.einsum("ai,fcij,bj->fcab", G, w, G)
 
