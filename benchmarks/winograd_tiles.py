@@ -55,7 +55,7 @@ def gemm_work(width):
         if k != 3 or C < conv.WINOGRAD_MIN_CHANNELS:
             continue
         m = conv.winograd_tile(H, W, C, F)
-        work = lambda m: -(-H // m) * -(-W // m) * (m + 2) ** 2 * C * F
+        work = lambda tile: -(-H // tile) * -(-W // tile) * (tile + 2) ** 2 * C * F  # tiles x (tile+2)^2 x C x F
         rows.append({"in": C, "out": F, "size": [H, W], "tile": m, "gemm_macs_f4": work(4), "gemm_macs": work(m)})
     return rows
 
