@@ -951,13 +951,13 @@ def _winograd_weight_grad_kernel(dU, g, dw):
 def _winograd_weights(weight, m):
     F, C = weight.shape[:2]
     U = _workspace("wino_u", ((m + 2) ** 2, F, C), weight.dtype)  # reused: a fresh 9 MB array cost 10 ms of page faults
-    _winograd_weights_kernel(np.ascontiguousarray(weight), _winograd_transforms(m, np.dtype(weight.dtype))["G"], U)
+    _winograd_weights_kernel(np.ascontiguousarray(weight), _winograd_transforms(m, weight.dtype)["G"], U)
     return U
 
 
 def _winograd_weight_grad(dU, F, C, m):
     dw = np.empty((F, C, 3, 3), dU.dtype)
-    _winograd_weight_grad_kernel(dU, _winograd_transforms(m, np.dtype(dU.dtype))["G"], dw)
+    _winograd_weight_grad_kernel(dU, _winograd_transforms(m, dU.dtype)["G"], dw)
     return dw
 
 
@@ -967,7 +967,7 @@ def _winograd_forward(x, weight, bias):
     out = np.empty((N, F, H, W), x.dtype)
     G, V, M, P, Q, pads = _winograd_scratch(x, F, m)
     T, _, PH, PW = pads.shape[:4]
-    mats = _winograd_transforms(m, np.dtype(x.dtype))
+    mats = _winograd_transforms(m, x.dtype)
     with _gemms() as gemms:
         _winograd_forward_kernel(x, _winograd_weights(weight, m), np.zeros(F, x.dtype) if bias is None else
                                  np.ascontiguousarray(bias, x.dtype), out, mats["BT"], mats["AT"], V, M, P, Q, pads,
@@ -985,7 +985,7 @@ def _winograd_backward(dout, x, weight, need_dx):
     dU_all = _workspace("dw", (T, n * n, F, C), x.dtype)
     dV = _workspace("wino_dv", V.shape if need_dx else (T, 0, *V.shape[2:]), x.dtype)
     dx = np.empty(x.shape if need_dx else (0, C, H, W), x.dtype)
-    mats = _winograd_transforms(m, np.dtype(x.dtype))
+    mats = _winograd_transforms(m, x.dtype)
     with _gemms() as gemms:
         _winograd_backward_kernel(x, np.ascontiguousarray(dout, x.dtype), _winograd_weights(weight, m), dx, mats["BT"],
                                   mats["B"], mats["A"], dU_all, V, dM, dV, P, Q, pads,
