@@ -205,7 +205,7 @@ EXPERIMENTS = {
     # the same recipe after the Winograd convolutions took a tile size per layer (2026-12-07): does the 2-hour
     # budget hold, measured rather than estimated from the 1.20x faster step? New seeds, so that the recipe's
     # accuracy gathers more samples. Seed 4 (Zen 5, alone on the machine): 92.93% in 102.7 min of training, 104.3
-    # end to end (seed 3 on the old kernels: 125.5, 127.2): yes. Seed 5 not run yet
+    # end to end (seed 3 on the old kernels: 125.5, 127.2): yes. Seed 5 (next session, alone): 92.52% in 95.8 min
     "long-w2-e40-cutout-tiles": [f"seeds --seeds 4 5 --ranks 2 "
                                  f"{changed(long_w2_options(40), '--matmul-precision medium', '--matmul-precision highest')} "
                                  f"--out runs/long-w2-e40-cutout-tiles"],

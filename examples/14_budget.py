@@ -3,8 +3,12 @@ experiment of the `fast` network as a point, its mean test accuracy against its 
 axis, with the issue's targets marked; and, for two experiments whose recipes differ only in their epochs, the
 accuracy gained per doubling of the time a run takes and the minutes that rate would need to reach a target.
 That last figure is an extrapolation from two points, not a measurement: say so wherever it is quoted.
+With --pool, the seeds of one recipe that ran under several experiment names (on other machines or
+kernels: only the arithmetic differs) are pooled into one mean, and the rate is applied to that mean at the
+speed of the last experiment named.
 
-    python examples/14_budget.py long-w2-e20-cutout long-w2-e40-cutout --target 93
+    python examples/14_budget.py long-w2-e20-cutout long-w2-e40-cutout --target 93 \
+        --pool long-w2-e40-cutout long-w2-e40-cutout-f32 long-w2-e40-cutout-tiles
 
 Writes docs/results/budget.json and budget.png; prints the table of points.
 """
@@ -17,6 +21,8 @@ from pathlib import Path
 from minitorch_cifar import plots
 
 TARGETS = ((30, 91), (120, 93))  # the issue's: `fast` >= 91% in <= 30 min a run, any recipe >= 93% in <= 2 h
+ARITHMETIC = {"matmul_precision", "float_gemm"}  # how the sums are computed, not what is trained
+SELECTION = {"select_keep", "proxy_widths", "proxy_every"}  # the proxy's settings are read only when select_keep < 1
 
 
 def fast_experiments(results: Path) -> dict:
@@ -49,11 +55,43 @@ def per_doubling(shorter: dict, longer: dict, target: float):
             "target": target, "minutes_to_target": minutes}
 
 
+def what_is_trained(recipe: dict) -> dict:
+    """The recipe without the settings that change only the arithmetic or that are switched off."""
+    trained = {k: v for k, v in recipe.items() if k not in ARITHMETIC}
+    if trained.get("select_keep", 1.0) == 1.0:
+        trained = {k: v for k, v in trained.items() if k not in SELECTION}
+    return trained
+
+
+def pool(experiments: dict, names: list) -> dict:
+    """One recipe's seeds gathered from the experiments it ran under. The std is the population std, as in
+    each seeds.json; a seed met twice or a recipe that trains something else is refused."""
+    first = what_is_trained(experiments[names[0]]["recipe"])
+    by_seed = {}
+    for name in names:
+        s = experiments[name]
+        other = what_is_trained(s["recipe"])
+        changed = sorted(k for k in first.keys() | other.keys() if first.get(k) != other.get(k))
+        if changed:
+            raise SystemExit(f"{name} trains another recipe than {names[0]}: they differ in {changed}")
+        for seed, accuracy in zip(s["seeds"], s["test_accuracies"]):
+            if seed in by_seed:
+                raise SystemExit(f"seed {seed} is in more than one of {names}")
+            by_seed[seed] = (accuracy, name)
+    accuracies = [by_seed[seed][0] for seed in sorted(by_seed)]
+    return {"experiments": names, "seeds": sorted(by_seed), "test_accuracies": accuracies,
+            "from": [by_seed[seed][1] for seed in sorted(by_seed)], "mean": statistics.fmean(accuracies),
+            "std": statistics.pstdev(accuracies), "min": min(accuracies), "max": max(accuracies),
+            "minutes_per_run": experiments[names[-1]]["minutes_per_run"]}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("shorter", nargs="?", help="with longer: two experiments whose recipes differ only in epochs")
     p.add_argument("longer", nargs="?")
     p.add_argument("--target", type=float, default=93.0)
+    p.add_argument("--pool", nargs="+", metavar="EXPERIMENT",
+                   help="experiments that ran one recipe: pool their seeds; minutes a run from the last named")
     p.add_argument("--results", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "results")
     args = p.parse_args(argv)
     experiments = fast_experiments(args.results)
@@ -77,6 +115,15 @@ def main(argv=None):
               f"{args.target:g}% would need about {fit['minutes_to_target']:.0f} min a run (extrapolated)")
         if math.isfinite(fit["minutes_to_target"]):
             line = ((experiments[args.longer]["minutes_per_run"], fit["longer_mean"]), (fit["minutes_to_target"], args.target))
+    if args.pool:
+        pooled = summary["pooled"] = pool(experiments, args.pool)
+        print(f"\npooled {', '.join(args.pool)}: seeds {pooled['seeds']}, {pooled['test_accuracies']}: mean "
+              f"{pooled['mean']:.2f}% (std {pooled['std']:.2f}, min {pooled['min']:.2f}, max {pooled['max']:.2f})")
+        if "extrapolation" in summary and summary["extrapolation"]["gain_per_doubling"] > 0:
+            gain = summary["extrapolation"]["gain_per_doubling"]
+            pooled["minutes_to_target"] = pooled["minutes_per_run"] * 2 ** ((args.target - pooled["mean"]) / gain)
+            print(f"at {pooled['minutes_per_run']:.1f} min a run ({args.pool[-1]}) and {gain:+.2f} points per doubling, "
+                  f"{args.target:g}% would need about {pooled['minutes_to_target']:.0f} min a run (extrapolated)")
     (args.results / "budget.json").write_text(json.dumps(summary, indent=2) + "\n")
     plots.budget(points, args.results / "budget.png", TARGETS, line)
     print(f"wrote {args.results / 'budget.json'} and budget.png")

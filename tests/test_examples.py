@@ -211,3 +211,38 @@ def test_14_budget_extrapolates_from_the_seeds_two_epoch_budgets_share(tmp_path)
     write("wider", "fast", 40, [92.9], 120.0, width=3.0)
     with pytest.raises(SystemExit, match="width"):
         budget.main(["short", "wider", "--results", str(tmp_path)])
+
+
+def test_14_budget_pools_one_recipe_run_under_several_names(tmp_path):
+    """--pool: seeds of one recipe run on other kernels (only the arithmetic differs, or a switched-off
+    option is spelled out) join one mean with seeds.json's population std; another recipe or a seed met twice
+    is refused; the rate per doubling is applied at the last-named experiment's minutes."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("budget_14_pool", EXAMPLES / "14_budget.py")
+    budget = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(budget)
+
+    def write(name, epochs, seeds, accuracies, minutes, **recipe):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "seeds.json").write_text(json.dumps({
+            "test_accuracies": accuracies, "seeds": seeds, "mean": statistics.fmean(accuracies),
+            "min": min(accuracies), "max": max(accuracies), "minutes_per_run": minutes, "data": "jpeg",
+            "recipe": {"model": "fast", "epochs": epochs, "width": 2.0, **recipe}}))
+
+    write("e20", 20, [0, 1], [92.0, 92.0], 50.0, matmul_precision="medium")
+    write("e40", 40, [0, 1], [92.5, 92.5], 100.0, matmul_precision="medium")
+    write("e40-f32", 40, [2], [93.0], 150.0, matmul_precision="highest", float_gemm="auto")
+    write("e40-new", 40, [3], [92.0], 80.0, matmul_precision="highest", float_gemm="auto", select_keep=1.0,
+          proxy_every=4, proxy_widths="32,64,64")
+    summary = budget.main(["e20", "e40", "--pool", "e40", "e40-f32", "e40-new", "--results", str(tmp_path)])
+    pooled = summary["pooled"]
+    assert pooled["seeds"] == [0, 1, 2, 3] and pooled["from"] == ["e40", "e40", "e40-f32", "e40-new"]
+    assert pooled["mean"] == pytest.approx(92.5) and pooled["std"] == pytest.approx(statistics.pstdev([92.5, 92.5, 93, 92]))
+    assert pooled["minutes_per_run"] == 80.0
+    assert pooled["minutes_to_target"] == pytest.approx(80.0 * 2)  # +0.5 a doubling, 0.5 short of 93
+    write("e40-select", 40, [4], [92.4], 70.0, select_keep=0.5)
+    with pytest.raises(SystemExit, match="select_keep"):
+        budget.main(["--pool", "e40", "e40-select", "--results", str(tmp_path)])
+    write("e40-again", 40, [1], [92.9], 90.0)
+    with pytest.raises(SystemExit, match="seed 1"):
+        budget.main(["--pool", "e40", "e40-again", "--results", str(tmp_path)])
