@@ -13,16 +13,20 @@ speed of the last experiment named.
 Writes docs/results/budget.json and budget.png; prints the table of points.
 """
 import argparse
+import dataclasses
 import json
 import math
 import statistics
 from pathlib import Path
 
 from minitorch_cifar import plots
+from minitorch_cifar.train import TrainConfig
 
 TARGETS = ((30, 91), (120, 93))  # the issue's: `fast` >= 91% in <= 30 min a run, any recipe >= 93% in <= 2 h
 ARITHMETIC = {"matmul_precision", "float_gemm"}  # how the sums are computed, not what is trained
 SELECTION = {"select_keep", "proxy_widths", "proxy_every"}  # the proxy's settings are read only when select_keep < 1
+# a recipe recorded before an option existed ran what the option's default does (new options default to the old way)
+OPTION_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
 
 
 def fast_experiments(results: Path) -> dict:
@@ -56,8 +60,9 @@ def per_doubling(shorter: dict, longer: dict, target: float):
 
 
 def what_is_trained(recipe: dict) -> dict:
-    """The recipe without the settings that change only the arithmetic or that are switched off."""
-    trained = {k: v for k, v in recipe.items() if k not in ARITHMETIC}
+    """The recipe, with the options it does not record at their defaults, without the settings that change
+    only the arithmetic or that are switched off."""
+    trained = {k: v for k, v in {**OPTION_DEFAULTS, **recipe}.items() if k not in ARITHMETIC}
     if trained.get("select_keep", 1.0) == 1.0:
         trained = {k: v for k, v in trained.items() if k not in SELECTION}
     return trained

@@ -34,6 +34,8 @@ def add_train_options(p):
     p.add_argument("--no-bn", dest="batchnorm", action="store_const", const=False, default=None, help="no batch norm")
     p.add_argument("--bn", dest="batchnorm", action="store_const", const=True, help="force batch norm on")
     p.add_argument("--width", type=float, default=d.width, help="channel width multiplier")
+    p.add_argument("--group-convs", type=int, default=d.group_convs, choices=[2, 3],
+                   help="fast: convs a group; 3 adds airbench96's third, with a residual over the last two")
     p.add_argument("--augment", default=d.augment, help="comma list of crop, flip, altflip, cutout; or none")
     p.add_argument("--padding", type=int, default=d.padding, help="random-crop padding in pixels")
     p.add_argument("--pad-mode", default=d.pad_mode, choices=["reflect", "zero"])

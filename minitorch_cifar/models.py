@@ -73,39 +73,54 @@ def resnet(activation, batchnorm, dropout, width, num_classes, blocks_per_stage=
     return nn.Sequential(*layers, nn.Linear(cin, num_classes))
 
 
-def fast(activation, batchnorm, dropout, width, num_classes):
+def fast(activation, batchnorm, dropout, width, num_classes, group_convs=2):
     """The airbench-style fast recipe (Keller Jordan's CIFAR-10 speedruns, simplified):
 
     a frozen 2x2 patch-whitening stem to 24 channels (set from the data by ``init_whitening``), then three
     groups conv3x3 - maxpool - BN - act - conv3x3 - BN - act of widths 64/256/256, a global max pool and
     a bias-free linear head whose logits are scaled by 1/9. ``width``: a multiplier of those widths, or the
     three widths themselves (a tuple: the hard-example proxy's 32/64/64 is no multiple of them).
+    ``group_convs=3``: airbench96's groups, a third conv in each and a residual around the last two
+    (conv - BN - act - conv - BN, plus the group's input, then act).
     """
     widths = list(width) if isinstance(width, (tuple, list)) else [max(1, round(c * width)) for c in (64, 256, 256)]
     stem = nn.Conv2d(3, 24, 2, padding=0)
     stem.weight.requires_grad = False  # whitening: fixed from the data, only its bias trains
     layers, cin = [stem, _act(activation)], 24
+
+    def bn(channels):
+        return _bn(channels, batchnorm, momentum=0.6, eps=1e-12)
+
+    def conv_bn(channels):
+        return [nn.Conv2d(channels, channels, 3, padding=1, bias=False), *bn(channels)]
+
     for cout in widths:
-        layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.MaxPool2d(2), *_bn(cout, batchnorm, momentum=0.6, eps=1e-12),
-                   _act(activation), nn.Conv2d(cout, cout, 3, padding=1, bias=False), *_bn(cout, batchnorm, momentum=0.6, eps=1e-12),
-                   _act(activation)]
+        layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.MaxPool2d(2), *bn(cout), _act(activation)]
+        if group_convs == 2:
+            layers += [*conv_bn(cout), _act(activation)]
+        else:
+            layers += [nn.Residual(nn.Sequential(*conv_bn(cout), _act(activation), *conv_bn(cout))), _act(activation)]
         cin = cout
     layers += [nn.GlobalMaxPool2d()] + ([nn.Dropout(dropout)] if dropout else [])
-    for layer in layers:
-        if isinstance(layer, nn.BatchNorm2d):
-            layer.weight.requires_grad = False  # BN scales frozen at 1: the following conv can scale instead
-    return nn.Sequential(*layers, nn.Linear(cin, num_classes, bias=False), nn.Scale(1 / 9))
+    model = nn.Sequential(*layers, nn.Linear(cin, num_classes, bias=False), nn.Scale(1 / 9))
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.requires_grad = False  # BN scales frozen at 1: the following conv can scale instead
+    return model
 
 
 ARCHITECTURES = {"simple": simple, "deeper": deeper, "resnet": resnet, "fast": fast}
 
 
-def build_model(name, activation=None, batchnorm=None, dropout=None, width=1.0, num_classes=10):
+def build_model(name, activation=None, batchnorm=None, dropout=None, width=1.0, num_classes=10, group_convs=2):
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(ARCHITECTURES)}")
+    if group_convs not in (2, 3) or (group_convs != 2 and name != "fast"):
+        raise ValueError(f"group_convs must be 2, or 3 with the fast model; got {group_convs} with {name!r}")
     d = DEFAULTS[name]
+    extra = {"group_convs": group_convs} if name == "fast" else {}
     return ARCHITECTURES[name](activation or d["activation"], d["batchnorm"] if batchnorm is None else batchnorm,
-                               d["dropout"] if dropout is None else dropout, width, num_classes)
+                               d["dropout"] if dropout is None else dropout, width, num_classes, **extra)
 
 
 def init_whitening(conv: nn.Conv2d, images, eps=5e-4):

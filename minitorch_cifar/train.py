@@ -49,6 +49,7 @@ class TrainConfig:
     dropout: float | None = None
     batchnorm: bool | None = None
     width: float = 1.0
+    group_convs: int = 2  # fast: 3 adds airbench96's third conv a group, with a residual over the last two
     augment: str = "crop,flip"
     padding: int = 4
     pad_mode: str = "reflect"
@@ -86,6 +87,8 @@ class TrainConfig:
             (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
             (self.dropout is None or 0 <= self.dropout < 1, f"--dropout must be in [0, 1), got {self.dropout}"),
             (self.width > 0, f"--width must be > 0, got {self.width}"),
+            (self.group_convs in (2, 3), f"--group-convs must be 2 or 3, got {self.group_convs}"),
+            (self.group_convs == 2 or self.model == "fast", "--group-convs 3 needs --model fast (airbench96's groups)"),
             (self.val_size >= 0, f"--val-size must be >= 0, got {self.val_size}"),
             (self.dtype in ("float32", "float64"), f"--dtype must be float32 or float64, got {self.dtype}"),
             (self.matmul_precision in backend.MATMUL_PRECISIONS,
@@ -211,7 +214,8 @@ def model_from_checkpoint(path):
     c = meta["config"]
     if c["dtype"] == "float64":
         backend.set_default_dtype(np.float64)
-    model = build_model(c["model"], c["activation"], c["batchnorm"], c["dropout"], c["width"])
+    model = build_model(c["model"], c["activation"], c["batchnorm"], c["dropout"], c["width"],
+                        group_convs=c.get("group_convs", 2))  # checkpoints from before the option had 2
     model.load_state_dict(state)
     return model, meta
 
@@ -422,7 +426,8 @@ def _train(config, data, progress, resume, on_step, log, comm):
     mean, std = channel_stats(train_split.images)
 
     nn.module.manual_seed(config.seed)
-    model = build_model(config.model, config.activation, config.batchnorm, config.dropout, config.width)
+    model = build_model(config.model, config.activation, config.batchnorm, config.dropout, config.width,
+                        group_convs=config.group_convs)
     for i, m in enumerate(model.modules()):
         if isinstance(m, nn.Dropout):
             m.seed = [config.seed, i]

@@ -81,6 +81,30 @@ def test_small_network_equals_torch(torch, dtype, tol):
         np.testing.assert_allclose(ours, p.grad.numpy(), rtol=tol, atol=tol * 10, err_msg=name)
 
 
+def test_fast_with_airbench96_groups_equals_torch(torch, f64):
+    """group_convs=3: a third conv a group and a residual over the last two; the loss and every gradient
+    match the PyTorch mirror of the same network, frozen BN scales and the residual's summed gradient included."""
+    from minitorch_cifar import models
+    net = models.build_model("fast", width=0.125, group_convs=3).astype(np.float64)
+    assert sum(isinstance(m, nn.Conv2d) for m in net.modules()) == 1 + 3 * 3
+    assert sum(isinstance(m, nn.Residual) for m in net.modules()) == 3
+    assert not any(m.weight.requires_grad for m in net.modules() if isinstance(m, nn.BatchNorm2d))
+    mirror = to_torch(net)
+    rng = np.random.default_rng(1)
+    x, t = rng.standard_normal((4, 3, 16, 16)), rng.integers(0, 10, 4)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.2)
+    loss = loss_fn.forward(net.forward(x), t)
+    net.zero_grad()
+    net.backward(loss_fn.backward())
+    tloss = torch.nn.functional.cross_entropy(mirror(torch.from_numpy(x)), torch.from_numpy(t), label_smoothing=0.2)
+    tloss.backward()
+    assert abs(float(loss) - tloss.item()) < 1e-10
+    ours = dict(net.named_parameters())
+    for name, p in mirror.named_parameters():
+        if p.grad is not None:
+            np.testing.assert_allclose(ours[name].grad, p.grad.numpy(), rtol=1e-8, atol=1e-9, err_msg=name)
+
+
 @pytest.mark.parametrize("smoothing", [0.0, 0.2])
 def test_cross_entropy_gradcheck_and_torch(torch, f64, smoothing):
     rng = np.random.default_rng(3)

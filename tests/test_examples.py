@@ -243,6 +243,11 @@ def test_14_budget_pools_one_recipe_run_under_several_names(tmp_path):
     write("e40-select", 40, [4], [92.4], 70.0, select_keep=0.5)
     with pytest.raises(SystemExit, match="select_keep"):
         budget.main(["--pool", "e40", "e40-select", "--results", str(tmp_path)])
+    write("e40-said", 40, [5], [92.6], 90.0, group_convs=2)  # an option recorded at its default: the same recipe
+    assert budget.main(["--pool", "e40", "e40-said", "--results", str(tmp_path)])["pooled"]["seeds"] == [0, 1, 5]
+    write("e40-deeper", 40, [6], [92.6], 90.0, group_convs=3)
+    with pytest.raises(SystemExit, match="group_convs"):
+        budget.main(["--pool", "e40", "e40-deeper", "--results", str(tmp_path)])
     write("e40-again", 40, [1], [92.9], 90.0)
     with pytest.raises(SystemExit, match="seed 1"):
         budget.main(["--pool", "e40", "e40-again", "--results", str(tmp_path)])

@@ -259,6 +259,20 @@ def test_fast_trains_its_bn_scales_only_when_asked(tiny_folder, tmp_path):
         TrainConfig(model="deeper", train_bn_scales=True).validate()
 
 
+def test_fast_trains_and_reloads_with_three_convs_a_group(tiny_folder, tmp_path):
+    data = mc.data.load_cifar10(tiny_folder)
+    config = TrainConfig(model="fast", width=0.125, group_convs=3, batch_size=50, epochs=1, val_size=0,
+                         augment="crop", padding=2, seed=1, out=str(tmp_path / "g3"))
+    train(config, data=data, progress=False, log=lambda *a: None)
+    assert len(bn_scales_in(tmp_path / "g3" / "checkpoint.npz")) == 9  # three batch norms per group
+    model, meta = mc.train.model_from_checkpoint(tmp_path / "g3" / "checkpoint.npz")
+    assert meta["config"]["group_convs"] == 3 and sum(isinstance(m, mc.nn.Residual) for m in model.modules()) == 3
+    with pytest.raises(ValueError, match="group-convs 3 needs --model fast"):
+        TrainConfig(model="deeper", group_convs=3).validate()
+    with pytest.raises(ValueError, match="group_convs must be 2"):
+        mc.models.build_model("simple", group_convs=3)
+
+
 def test_no_decay_bn_scales_exempts_only_the_scales_from_weight_decay(tiny_folder, tmp_path):
     data = mc.data.load_cifar10(tiny_folder)
     base = dict(model="fast", width=0.125, batch_size=50, epochs=1, val_size=0, augment="crop", padding=2, seed=1,
