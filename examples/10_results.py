@@ -174,6 +174,14 @@ EXPERIMENTS = {
     "fast11-f32-w125-tiles": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {fast_options(11)} --width 1.25 "
                               f"--matmul-precision highest --float-gemm numba --bn-momentum 0.4 "
                               f"--whiten-bias-epochs 3 --sync-bn --out runs/fast11-f32-w125-tiles"],
+    # the same with airbench96's groups (--group-convs 3), equal epochs: does the third conv a group learn more
+    # per epoch on this data, and what does it cost in minutes? Paired with the seeds above. Seed 0 (Zen 5, alone):
+    # 91.43% in 19.4 min (two convs: 91.36 in 17.6, on a slower day); seeds 1-4 not run. lr 1.0, not 1.5:
+    # airbench96 lowers it too, and in 3 epochs on 10,240 images 1.5 did not train at width 2 (18.56%,
+    # long-w2-g3-speed) and trailed 0.75 at width 1 (49.90% against 57.46%; the two-conv groups: 57.85, 56.03)
+    "fast11-f32-w125-tiles-g3": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {changed(fast_options(11), '--lr 1.5', '--lr 1.0')} --width 1.25 "
+                                 f"--matmul-precision highest --float-gemm numba --bn-momentum 0.4 "
+                                 f"--whiten-bias-epochs 3 --sync-bn --group-convs 3 --out runs/fast11-f32-w125-tiles-g3"],
     "fast11-f32-w125-select": [f"seeds --seeds 0 1 2 3 4 --ranks 2 {fast_options(11)} --width 1.25 "
                                f"--matmul-precision highest --float-gemm numba --bn-momentum 0.4 "
                                f"--whiten-bias-epochs 3 --sync-bn --select-keep 0.5 --out runs/fast11-f32-w125-select"],
@@ -209,6 +217,12 @@ EXPERIMENTS = {
     "long-w2-e40-cutout-tiles": [f"seeds --seeds 4 5 --ranks 2 "
                                  f"{changed(long_w2_options(40), '--matmul-precision medium', '--matmul-precision highest')} "
                                  f"--out runs/long-w2-e40-cutout-tiles"],
+    # the 2-hour recipe on airbench96's groups (--group-convs 3, lr 1.0 as fast11-f32-w125-tiles-g3): a 3-conv
+    # epoch costs 1.39x a 2-conv one at width 2 (long-w2-g3-speed), so 32 epochs take about 107-116 min on the Zen 5
+    # at the 2-conv recipe's 2.36-2.57 min an epoch (airbench96 trains 31). Not run yet
+    "long-w2-e32-cutout-g3": [f"seeds --seeds 0 1 --ranks 2 "
+                              f"{changed(changed(long_w2_options(32), '--matmul-precision medium', '--matmul-precision highest'), '--lr 1.5', '--lr 1.0')} "
+                              f"--group-convs 3 --out runs/long-w2-e32-cutout-g3"],
     # airbench96_faster's hard-example selection (--select-keep 0.5: a 32/64/64 proxy scores each batch and the
     # network trains on the hardest half, at the same lr per example), so that the 2-hour budget holds 60 epochs,
     # not 40. Seed 0 trained at 443 images/s against 262 for long-w2-e40-cutout-f32's seed 3 (1.69x; Zen 5).
@@ -231,6 +245,19 @@ EXPERIMENTS = {
     "long-w2-f32-speed-tiles": [f"seeds --seeds 0 --ranks 2 "
                                 f"{changed(long_w2_options(2), '--matmul-precision medium', '--matmul-precision highest')} "
                                 f"--float-gemm numba --train-subset 10240 --out runs/long-w2-f32-speed-tiles"],
+    # airbench96's groups (--group-convs 3: a third conv a group, a residual over the last two) against the two-conv
+    # groups, back to back in one command, 3 epochs on 10,240 images each: what a 3-conv epoch costs at width 2, so
+    # how many epochs of it the 2-hour budget holds (airbench96 trains it 31 epochs, the 2-conv recipe here 40)
+    "long-w2-g3-speed": [f"seeds --seeds 0 --ranks 2 "
+                         f"{changed(long_w2_options(3), '--matmul-precision medium', '--matmul-precision highest')} "
+                         f"--float-gemm numba --train-subset 10240{extra} --out runs/long-w2-g3-speed/{name}"
+                         for extra, name in (("", "two-convs"), (" --group-convs 3", "three-convs"))],
+    # does --group-convs 3 want a lower lr? The 2026-12-07 probe: 3 epochs on 10,240 images at width 1, one process,
+    # no TTA, lr 1.5 and 0.75 for each group depth: 57.85 / 56.03% with two convs, 49.90 / 57.46% with three
+    "g3-lr-probe": [f"train {changed(changed(fast_options(3), '--lr 1.5', f'--lr {lr}'), '--tta 2', '--tta 0')} "
+                    f"--matmul-precision highest --float-gemm numba --bn-momentum 0.4 --whiten-bias-epochs 3 "
+                    f"--train-subset 10240 --group-convs {g} --out runs/g3-lr-probe/g{g}-lr{lr}"
+                    for g in (2, 3) for lr in (1.5, 0.75)],
     # two of those runs as one classifier (the mean of their TTA logits; needs both runs' best.npz): a recipe of
     # two 55-minute runs one after the other, inside the 2-hour budget
     "long-w2-e20-ensemble": [f"evaluate runs/long-w2-e20-cutout/seed0/best.npz runs/long-w2-e20-cutout/seed1/best.npz "
