@@ -218,7 +218,7 @@ EXPERIMENTS = {
                                  f"{changed(long_w2_options(40), '--matmul-precision medium', '--matmul-precision highest')} "
                                  f"--out runs/long-w2-e40-cutout-tiles"],
     # the 2-hour recipe on airbench96's groups (--group-convs 3, lr 1.0 as fast11-f32-w125-tiles-g3): a 3-conv
-    # epoch costs 1.39x a 2-conv one at width 2 (long-w2-g3-speed), so 32 epochs take about 107-116 min on the Zen 5
+    # epoch costs 1.37x a 2-conv one at width 2 (long-w2-g3-speed), so 32 epochs take about 106-115 min on the Zen 5
     # at the 2-conv recipe's 2.36-2.57 min an epoch (airbench96 trains 31). Not run yet
     "long-w2-e32-cutout-g3": [f"seeds --seeds 0 1 --ranks 2 "
                               f"{changed(changed(long_w2_options(32), '--matmul-precision medium', '--matmul-precision highest'), '--lr 1.5', '--lr 1.0')} "

@@ -63,7 +63,7 @@ def what_is_trained(recipe: dict) -> dict:
     """The recipe, with the options it does not record at their defaults, without the settings that change
     only the arithmetic or that are switched off."""
     trained = {k: v for k, v in {**OPTION_DEFAULTS, **recipe}.items() if k not in ARITHMETIC}
-    if trained.get("select_keep", 1.0) == 1.0:
+    if trained["select_keep"] == 1.0:
         trained = {k: v for k, v in trained.items() if k not in SELECTION}
     return trained
 
@@ -83,9 +83,10 @@ def pool(experiments: dict, names: list) -> dict:
             if seed in by_seed:
                 raise SystemExit(f"seed {seed} is in more than one of {names}")
             by_seed[seed] = (accuracy, name)
-    accuracies = [by_seed[seed][0] for seed in sorted(by_seed)]
-    return {"experiments": names, "seeds": sorted(by_seed), "test_accuracies": accuracies,
-            "from": [by_seed[seed][1] for seed in sorted(by_seed)], "mean": statistics.fmean(accuracies),
+    seeds = sorted(by_seed)
+    accuracies = [by_seed[seed][0] for seed in seeds]
+    return {"experiments": names, "seeds": seeds, "test_accuracies": accuracies,
+            "from": [by_seed[seed][1] for seed in seeds], "mean": statistics.fmean(accuracies),
             "std": statistics.pstdev(accuracies), "min": min(accuracies), "max": max(accuracies),
             "minutes_per_run": experiments[names[-1]]["minutes_per_run"]}
 

@@ -88,8 +88,8 @@ def assert_loss_and_gradients_match(torch, net, mirror, x, t, rtol, atol, smooth
 
 
 def test_fast_with_airbench96_groups_equals_torch(torch, f64):
-    """group_convs=3: a third conv a group and a residual over the last two; the loss and every gradient
-    match the PyTorch mirror of the same network, frozen BN scales and the residual's summed gradient included."""
+    """group_convs=3: a third conv a group and a residual over the last two; the loss and every trainable
+    gradient (the residual's summed one included) match the PyTorch mirror's; the BN scales stay frozen."""
     from minitorch_cifar import models
     net = models.build_model("fast", width=0.125, group_convs=3).astype(np.float64)
     assert sum(isinstance(m, nn.Conv2d) for m in net.modules()) == 1 + 3 * 3

@@ -53,11 +53,13 @@ def test_12_bn_scales(tiny_folder, tmp_path):
     assert int(steps) > 0 and 0 < float(decay) <= 1
 
 
-def write_seeds(results, name, seeds, accs):
-    """An experiment's seeds.json with the fields 13_ablations reads (std: the population std, as `seeds` writes)."""
+def write_seeds(results, name, seeds, accs, **fields):
+    """An experiment's seeds.json with the fields 13_ablations reads (std: the population std, as `seeds` writes),
+    min, max and any others given (14_budget reads minutes_per_run, data and recipe)."""
     (results / name).mkdir()
-    (results / name / "seeds.json").write_text(json.dumps({"seeds": seeds, "test_accuracies": accs,
-                                                           "mean": statistics.fmean(accs), "std": statistics.pstdev(accs)}))
+    (results / name / "seeds.json").write_text(json.dumps({
+        "seeds": seeds, "test_accuracies": accs, "mean": statistics.fmean(accs), "std": statistics.pstdev(accs),
+        "min": min(accs), "max": max(accs), **fields}))
 
 
 def test_13_ablations_compares_each_experiment_with_the_reference_mean_and_the_same_seed(tmp_path):
@@ -103,13 +105,17 @@ def test_11_torch_airbench_whitening_decorrelates_patches(torch):
     assert torch.allclose(z.T @ z / len(z), torch.eye(12, dtype=torch.float64), atol=1e-3)
 
 
-def results_script():
-    """examples/10_results.py as a module (it is a script, not part of the package)."""
+def example_script(filename):
+    """An examples/ script as a module (they are scripts, not part of the package)."""
     import importlib.util
-    spec = importlib.util.spec_from_file_location("results_10", EXAMPLES / "10_results.py")
-    results = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(results)
-    return results
+    spec = importlib.util.spec_from_file_location(f"example_{Path(filename).stem}", EXAMPLES / filename)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def results_script():
+    return example_script("10_results.py")
 
 
 def test_10_results_puts_each_run_in_its_own_folder():
@@ -181,19 +187,11 @@ def test_10_results_copies_each_finished_run_while_the_command_still_runs(tmp_pa
 def test_14_budget_extrapolates_from_the_seeds_two_epoch_budgets_share(tmp_path):
     """Accuracy per doubling of the minutes, from the seeds both experiments ran: seed 1 of the shorter one has
     no partner and must not move the figure; recipes that differ in more than epochs are refused."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("budget_14", EXAMPLES / "14_budget.py")
-    budget = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(budget)
+    budget = example_script("14_budget.py")
 
     def write(name, model, epochs, accuracies, minutes, width=2.0, train_subset=0):
-        folder = tmp_path / name
-        folder.mkdir()
-        seeds = list(range(len(accuracies)))
-        folder.joinpath("seeds.json").write_text(json.dumps({
-            "test_accuracies": accuracies, "seeds": seeds, "mean": sum(accuracies) / len(accuracies),
-            "min": min(accuracies), "max": max(accuracies), "minutes_per_run": minutes, "data": "jpeg",
-            "recipe": {"model": model, "epochs": epochs, "width": width, "train_subset": train_subset}}))
+        write_seeds(tmp_path, name, list(range(len(accuracies))), accuracies, minutes_per_run=minutes, data="jpeg",
+                    recipe={"model": model, "epochs": epochs, "width": width, "train_subset": train_subset})
 
     write("short", "fast", 20, [92.0, 95.0], 50.0)  # seed 1 alone would lift the shorter mean to 93.5
     write("long", "fast", 40, [92.5], 100.0)
@@ -215,25 +213,19 @@ def test_14_budget_extrapolates_from_the_seeds_two_epoch_budgets_share(tmp_path)
 
 def test_14_budget_pools_one_recipe_run_under_several_names(tmp_path):
     """--pool: seeds of one recipe run on other kernels (only the arithmetic differs, or a switched-off
-    option is spelled out) join one mean with seeds.json's population std; another recipe or a seed met twice
-    is refused; the rate per doubling is applied at the last-named experiment's minutes."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("budget_14_pool", EXAMPLES / "14_budget.py")
-    budget = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(budget)
+    option is spelled out, its unread settings changed) join one mean with seeds.json's population std; another
+    recipe or a seed met twice is refused; the rate per doubling is applied at the last-named experiment's minutes."""
+    budget = example_script("14_budget.py")
 
     def write(name, epochs, seeds, accuracies, minutes, **recipe):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "seeds.json").write_text(json.dumps({
-            "test_accuracies": accuracies, "seeds": seeds, "mean": statistics.fmean(accuracies),
-            "min": min(accuracies), "max": max(accuracies), "minutes_per_run": minutes, "data": "jpeg",
-            "recipe": {"model": "fast", "epochs": epochs, "width": 2.0, **recipe}}))
+        write_seeds(tmp_path, name, seeds, accuracies, minutes_per_run=minutes, data="jpeg",
+                    recipe={"model": "fast", "epochs": epochs, "width": 2.0, **recipe})
 
     write("e20", 20, [0, 1], [92.0, 92.0], 50.0, matmul_precision="medium")
     write("e40", 40, [0, 1], [92.5, 92.5], 100.0, matmul_precision="medium")
     write("e40-f32", 40, [2], [93.0], 150.0, matmul_precision="highest", float_gemm="auto")
     write("e40-new", 40, [3], [92.0], 80.0, matmul_precision="highest", float_gemm="auto", select_keep=1.0,
-          proxy_every=4, proxy_widths="32,64,64")
+          proxy_every=2, proxy_widths="16,32,32")
     summary = budget.main(["e20", "e40", "--pool", "e40", "e40-f32", "e40-new", "--results", str(tmp_path)])
     pooled = summary["pooled"]
     assert pooled["seeds"] == [0, 1, 2, 3] and pooled["from"] == ["e40", "e40", "e40-f32", "e40-new"]
