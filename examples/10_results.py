@@ -219,7 +219,9 @@ EXPERIMENTS = {
                                  f"--out runs/long-w2-e40-cutout-tiles"],
     # the 2-hour recipe on airbench96's groups (--group-convs 3, lr 1.0 as fast11-f32-w125-tiles-g3): a 3-conv
     # epoch costs 1.37x a 2-conv one at width 2 (long-w2-g3-speed), so 32 epochs take about 106-115 min on the Zen 5
-    # at the 2-conv recipe's 2.36-2.57 min an epoch (airbench96 trains 31). Not run yet
+    # at the 2-conv recipe's 2.36-2.57 min an epoch (airbench96 trains 31). Seed 0 (2026-12-07, Zen 5, alone on
+    # the machine): 93.33% in 112.1 min end to end (epochs 200-216 s, median 206). Seed 1: started the same
+    # session, continued from its checkpoint by the next run of this command
     "long-w2-e32-cutout-g3": [f"seeds --seeds 0 1 --ranks 2 "
                               f"{changed(changed(long_w2_options(32), '--matmul-precision medium', '--matmul-precision highest'), '--lr 1.5', '--lr 1.0')} "
                               f"--group-convs 3 --out runs/long-w2-e32-cutout-g3"],
