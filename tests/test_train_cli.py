@@ -207,12 +207,14 @@ def test_seeds_continue_a_run_stopped_part_way(tiny_folder, tmp_path, capsys):
     assert sa["test_accuracies"] == sb["test_accuracies"]
 
 
-def test_resume_equals_uninterrupted_with_recipe_tricks(tiny_folder, tmp_path):
-    """Lookahead EMA, alternating flips, dirac init, the airbench schedule and bias lr scaling also resume exactly."""
+@pytest.mark.parametrize("group_convs", [2, 3])
+def test_resume_equals_uninterrupted_with_recipe_tricks(tiny_folder, tmp_path, group_convs):
+    """Lookahead EMA, alternating flips, dirac init, the airbench schedule and bias lr scaling also resume exactly,
+    with either group depth (a 2-hour run of the 3-conv groups is continued across sessions)."""
     data = mc.data.load_cifar10(tiny_folder)
     base = dict(model="fast", width=0.125, batch_size=50, epochs=2, val_size=50, augment="crop,altflip", padding=2,
                 lookahead=True, dirac_init=True, schedule="airbench", bias_lr_scale=4.0, decay_bias_bn=True,
-                label_smoothing=0.2, tta=2, seed=3, bn_momentum=0.4, whiten_bias_epochs=1)
+                label_smoothing=0.2, tta=2, seed=3, bn_momentum=0.4, whiten_bias_epochs=1, group_convs=group_convs)
     a = train(TrainConfig(**base, out=str(tmp_path / "a")), data=data, progress=False, log=lambda *a: None)
     cfg = TrainConfig(**base, out=str(tmp_path / "b"))
     train(cfg, data=data, progress=False, on_step=lambda epoch, b: epoch == 1 and b == 1, log=lambda *a: None)
