@@ -54,9 +54,14 @@ def per_doubling(shorter: dict, longer: dict, target: float):
         raise SystemExit("the two experiments have no seed in common")
     mean_a, mean_b = (statistics.fmean(x[s] for s in common) for x in (a, b))
     gain = (mean_b - mean_a) / math.log2(longer["minutes_per_run"] / shorter["minutes_per_run"])
-    minutes = longer["minutes_per_run"] * 2 ** ((target - mean_b) / gain) if gain > 0 else math.inf
+    minutes = minutes_to(target, mean_b, longer["minutes_per_run"], gain) if gain > 0 else math.inf
     return {"seeds": common, "shorter_mean": mean_a, "longer_mean": mean_b, "gain_per_doubling": gain,
             "target": target, "minutes_to_target": minutes}
+
+
+def minutes_to(target: float, mean: float, minutes: float, gain: float) -> float:
+    """The minutes a run at `minutes` reaching `mean` would need for `target`, at `gain` points per doubling."""
+    return minutes * 2 ** ((target - mean) / gain)
 
 
 def what_is_trained(recipe: dict) -> dict:
@@ -127,7 +132,7 @@ def main(argv=None):
               f"{pooled['mean']:.2f}% (std {pooled['std']:.2f}, min {pooled['min']:.2f}, max {pooled['max']:.2f})")
         if "extrapolation" in summary and summary["extrapolation"]["gain_per_doubling"] > 0:
             gain = summary["extrapolation"]["gain_per_doubling"]
-            pooled["minutes_to_target"] = pooled["minutes_per_run"] * 2 ** ((args.target - pooled["mean"]) / gain)
+            pooled["minutes_to_target"] = minutes_to(args.target, pooled["mean"], pooled["minutes_per_run"], gain)
             print(f"at {pooled['minutes_per_run']:.1f} min a run ({args.pool[-1]}) and {gain:+.2f} points per doubling, "
                   f"{args.target:g}% would need about {pooled['minutes_to_target']:.0f} min a run (extrapolated)")
     (args.results / "budget.json").write_text(json.dumps(summary, indent=2) + "\n")

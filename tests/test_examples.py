@@ -114,13 +114,9 @@ def example_script(filename):
     return module
 
 
-def results_script():
-    return example_script("10_results.py")
-
-
 def test_10_results_puts_each_run_in_its_own_folder():
     import shlex
-    results = results_script()
+    results = example_script("10_results.py")
     docs = results.ROOT / "docs" / "results"
     assert results.results_folder("deeper-e12", Path("runs/deeper-e12")) == docs / "deeper-e12"  # not deeper-e12/deeper-e12
     assert results.results_folder("crossval", Path("runs/crossval-f64-simple")) == docs / "crossval" / "crossval-f64-simple"
@@ -137,7 +133,7 @@ def test_10_results_restores_committed_runs_so_seeds_accumulate_on_a_new_checkou
     import shutil
     from minitorch_cifar import experiments
     from minitorch_cifar.train import TrainConfig
-    results = results_script()
+    results = example_script("10_results.py")
     monkeypatch.setenv("MINITORCH_CIFAR_DATA", str(tmp_path / "cache"))
     runs, docs = tmp_path / "runs" / "exp", tmp_path / "docs" / "exp"
     config = TrainConfig(data=str(tiny_folder), model="simple", width=0.25, epochs=1, batch_size=50, val_size=0,
@@ -161,7 +157,7 @@ def test_10_results_restores_committed_runs_so_seeds_accumulate_on_a_new_checkou
 def test_10_results_copies_each_finished_run_while_the_command_still_runs(tmp_path):
     """A seeds command of several 2-hour runs: seed 0 reaches docs/results as it ends; seed 1, still training,
     does not (its history is partial), and a checkpoint never does."""
-    results = results_script()
+    results = example_script("10_results.py")
     runs, docs = tmp_path / "runs" / "exp", tmp_path / "docs" / "exp"
     for name in ("config.json", "history.json", "summary.json", "checkpoint.npz"):
         (runs / "seed0" / name).parent.mkdir(parents=True, exist_ok=True)
