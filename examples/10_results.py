@@ -220,11 +220,17 @@ EXPERIMENTS = {
     # the 2-hour recipe on airbench96's groups (--group-convs 3, lr 1.0 as fast11-f32-w125-tiles-g3): a 3-conv
     # epoch costs 1.37x a 2-conv one at width 2 (long-w2-g3-speed), so 32 epochs take about 106-115 min on the Zen 5
     # at the 2-conv recipe's 2.36-2.57 min an epoch (airbench96 trains 31). Seed 0 (2026-12-07, Zen 5, alone on
-    # the machine): 93.33% in 112.1 min end to end (epochs 200-216 s, median 206). Seed 1: started the same
-    # session, continued from its checkpoint by the next run of this command
+    # the machine): 93.33% in 112.1 min end to end (epochs 200-216 s, median 206). Seed 1: stopped at epoch 15 by
+    # that session's end; the next session's machine was the AMX Xeon, without the checkpoint, where float32 ran at
+    # 130 images/s (about 200 min for 32 epochs), so there it runs in bfloat16 (long-w2-e32-cutout-g3-bf16)
     "long-w2-e32-cutout-g3": [f"seeds --seeds 0 1 --ranks 2 "
                               f"{changed(changed(long_w2_options(32), '--matmul-precision medium', '--matmul-precision highest'), '--lr 1.5', '--lr 1.0')} "
                               f"--group-convs 3 --out runs/long-w2-e32-cutout-g3"],
+    # the same recipe in bfloat16 on AMX, for a machine where float32 cannot hold it: on the 2-core Xeon with AMX
+    # (2026-12-07) a 3-conv width-2 epoch ran at 117 images/s with our float32 GEMM, 140 with MKL's and 192 in
+    # bfloat16 (long-w2-g3-speed-xeon), so 32 epochs take about 190 min in float32 there and about 140 in bfloat16
+    "long-w2-e32-cutout-g3-bf16": [f"seeds --seeds 1 --ranks 2 {changed(long_w2_options(32), '--lr 1.5', '--lr 1.0')} "
+                                   f"--group-convs 3 --out runs/long-w2-e32-cutout-g3-bf16"],
     # airbench96_faster's hard-example selection (--select-keep 0.5: a 32/64/64 proxy scores each batch and the
     # network trains on the hardest half, at the same lr per example), so that the 2-hour budget holds 60 epochs,
     # not 40. Seed 0 trained at 443 images/s against 262 for long-w2-e40-cutout-f32's seed 3 (1.69x; Zen 5).
@@ -254,6 +260,13 @@ EXPERIMENTS = {
                          f"{changed(long_w2_options(3), '--matmul-precision medium', '--matmul-precision highest')} "
                          f"--float-gemm numba --train-subset 10240{extra} --out runs/long-w2-g3-speed/{name}"
                          for extra, name in (("", "two-convs"), (" --group-convs 3", "three-convs"))],
+    # why seed 1 of long-w2-e32-cutout-g3 did not run in float32 on the 2-core Xeon with AMX (2026-12-07): 2 epochs
+    # on 6,144 images of the 3-conv recipe, no TTA, by GEMM; second epochs: our float32 GEMM 117 images/s, MKL's
+    # float32 140, bfloat16 on AMX 192 (against 239 in float32 for seed 0's full epochs on the Zen 5)
+    "long-w2-g3-speed-xeon": [f"seeds --seeds 0 --ranks 2 "
+                              f"{changed(changed(changed(long_w2_options(2), '--matmul-precision medium', f'--matmul-precision {precision}'), '--lr 1.5', '--lr 1.0'), '--tta 2', '--tta 0')} "
+                              f"--group-convs 3 --train-subset 6144 --float-gemm {gemm} --out runs/long-w2-g3-speed-xeon/{precision}-{gemm}"
+                              for precision, gemm in (("highest", "numba"), ("highest", "mkl"), ("medium", "auto"))],
     # does --group-convs 3 want a lower lr? The 2026-12-07 probe: 3 epochs on 10,240 images at width 1, one process,
     # no TTA, lr 1.5 and 0.75 for each group depth: 57.85 / 56.03% with two convs, 49.90 / 57.46% with three
     "g3-lr-probe": [f"train {changed(changed(fast_options(3), '--lr 1.5', f'--lr {lr}'), '--tta 2', '--tta 0')} "
