@@ -47,6 +47,14 @@ def long_w2_options(epochs):
             f"--width 2 --matmul-precision medium --bn-momentum 0.4 --whiten-bias-epochs 3 --sync-bn")
 
 
+def long_w2_g3_options(epochs, precision="highest"):
+    """The 2-hour recipe on airbench96's 3-conv groups: lr 1.0 (1.5 did not train them), float32 unless told."""
+    options = changed(long_w2_options(epochs), '--lr 1.5', '--lr 1.0')
+    if precision != "medium":
+        options = changed(options, '--matmul-precision medium', f'--matmul-precision {precision}')
+    return f"{options} --group-convs 3"
+
+
 # the `deeper` recipe: the issue's baseline at batch 512 (lr 0.4) with alternating flips, TTA level 2, sync BN
 DEEPER = (f"--data {DATA} --model deeper --epochs {{epochs}} --batch-size 512 --lr 0.4 --momentum 0.9 --nesterov "
           f"--weight-decay 5e-4 --schedule onecycle --warmup 0.2 --label-smoothing 0.2 --augment crop,altflip --padding 2 "
@@ -224,15 +232,14 @@ EXPERIMENTS = {
     # that session's end; the next session's machine was the AMX Xeon, without the checkpoint, where float32 ran at
     # 130 images/s (about 200 min for 32 epochs), so there it runs in bfloat16 (long-w2-e32-cutout-g3-bf16)
     "long-w2-e32-cutout-g3": [f"seeds --seeds 0 1 --ranks 2 "
-                              f"{changed(changed(long_w2_options(32), '--matmul-precision medium', '--matmul-precision highest'), '--lr 1.5', '--lr 1.0')} "
-                              f"--group-convs 3 --out runs/long-w2-e32-cutout-g3"],
+                              f"{long_w2_g3_options(32)} --out runs/long-w2-e32-cutout-g3"],
     # the same recipe in bfloat16 on AMX, for a machine where float32 cannot hold it: on the 2-core Xeon with AMX
     # (2026-12-07) a 3-conv width-2 epoch ran at 117 images/s with our float32 GEMM, 140 with MKL's and 192 in
     # bfloat16 (long-w2-g3-speed-xeon), so 32 epochs take about 190 min in float32 there and about 140 in bfloat16.
     # Seed 1 (2026-12-07, Xeon): 93.42% in 126.0 min end to end (122.0 without a 236 s pause for the test suite;
     # full epochs at 219 images/s): with seed 0 a mean of 93.38%, but 2 min over the 2 hours
-    "long-w2-e32-cutout-g3-bf16": [f"seeds --seeds 1 --ranks 2 {changed(long_w2_options(32), '--lr 1.5', '--lr 1.0')} "
-                                   f"--group-convs 3 --out runs/long-w2-e32-cutout-g3-bf16"],
+    "long-w2-e32-cutout-g3-bf16": [f"seeds --seeds 1 --ranks 2 {long_w2_g3_options(32, 'medium')} "
+                                   f"--out runs/long-w2-e32-cutout-g3-bf16"],
     # airbench96_faster's hard-example selection (--select-keep 0.5: a 32/64/64 proxy scores each batch and the
     # network trains on the hardest half, at the same lr per example), so that the 2-hour budget holds 60 epochs,
     # not 40. Seed 0 trained at 443 images/s against 262 for long-w2-e40-cutout-f32's seed 3 (1.69x; Zen 5).
@@ -266,8 +273,8 @@ EXPERIMENTS = {
     # on 6,144 images of the 3-conv recipe, no TTA, by GEMM; second epochs: our float32 GEMM 117 images/s, MKL's
     # float32 140, bfloat16 on AMX 192 (against 239 in float32 for seed 0's full epochs on the Zen 5)
     "long-w2-g3-speed-xeon": [f"seeds --seeds 0 --ranks 2 "
-                              f"{changed(changed(changed(long_w2_options(2), '--matmul-precision medium', f'--matmul-precision {precision}'), '--lr 1.5', '--lr 1.0'), '--tta 2', '--tta 0')} "
-                              f"--group-convs 3 --train-subset 6144 --float-gemm {gemm} --out runs/long-w2-g3-speed-xeon/{precision}-{gemm}"
+                              f"{changed(long_w2_g3_options(2, precision), '--tta 2', '--tta 0')} "
+                              f"--train-subset 6144 --float-gemm {gemm} --out runs/long-w2-g3-speed-xeon/{precision}-{gemm}"
                               for precision, gemm in (("highest", "numba"), ("highest", "mkl"), ("medium", "auto"))],
     # does --group-convs 3 want a lower lr? The 2026-12-07 probe: 3 epochs on 10,240 images at width 1, one process,
     # no TTA, lr 1.5 and 0.75 for each group depth: 57.85 / 56.03% with two convs, 49.90 / 57.46% with three
