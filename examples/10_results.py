@@ -50,9 +50,7 @@ def long_w2_options(epochs):
 def long_w2_g3_options(epochs, precision="highest"):
     """The 2-hour recipe on airbench96's 3-conv groups: lr 1.0 (1.5 did not train them), float32 unless told."""
     options = changed(long_w2_options(epochs), '--lr 1.5', '--lr 1.0')
-    if precision != "medium":
-        options = changed(options, '--matmul-precision medium', f'--matmul-precision {precision}')
-    return f"{options} --group-convs 3"
+    return f"{changed(options, '--matmul-precision medium', f'--matmul-precision {precision}')} --group-convs 3"
 
 
 # the `deeper` recipe: the issue's baseline at batch 512 (lr 0.4) with alternating flips, TTA level 2, sync BN
