@@ -241,7 +241,9 @@ EXPERIMENTS = {
     # the bfloat16 3-conv recipe cut to 30 epochs so that it fits the 2 hours on the AMX Xeon: at seed 1's 225 s
     # an epoch (32 epochs: 122 min without the pause) plus 2 min for loading and the TTA evaluation, about 115 min.
     # Its own seeds, one per session. Seed 0 (2026-12-07, Xeon, alone on the machine): 93.18% in 114.5 min end to
-    # end (epochs 218-236 s, median 224; 112.3 min of training)
+    # end (epochs 218-236 s, median 224; 112.3 min of training). Seed 1 (2026-12-07, same Xeon, alone on it, a slower
+    # day for the shared host): 93.37% in 131.9 min end to end (epochs 244-273 s, median 259; 190 images/s against
+    # 219): a mean of 93.28%, but seed 1 over the 2 hours
     "long-w2-e30-cutout-g3-bf16": [f"seeds --seeds 0 1 --ranks 2 {long_w2_g3_options(30, 'medium')} "
                                    f"--out runs/long-w2-e30-cutout-g3-bf16"],
     # airbench96_faster's hard-example selection (--select-keep 0.5: a 32/64/64 proxy scores each batch and the
