@@ -9,6 +9,8 @@ the step, after a warm-up step).
 
     python benchmarks/throughput.py                     # table + benchmarks/results/throughput.json
     python benchmarks/throughput.py --profile fast      # share of time per layer type: training step, inference
+    python benchmarks/throughput.py --profile fast --width 2 --group-convs 3 --batches 512 --threads 1 --bf16
+                                                        # the 93% recipe's step, as one rank of two runs it
     python benchmarks/throughput.py --bf16 --out benchmarks/results/throughput_bf16.json
                                                         # + rows with bfloat16 conv GEMMs, both frameworks
 """
@@ -40,6 +42,14 @@ def make_models(arch, seed=0):
     mc.manual_seed(seed)
     model = models.build_model(arch)
     return model, to_torch(model)
+
+
+def make_model(arch, width=1.0, group_convs=2, seed=0):
+    """minitorch's model alone (--profile): any width and, for `fast`, airbench96's 3-conv groups."""
+    mc.set_default_dtype(np.float32)
+    mc.manual_seed(seed)
+    extra = dict(group_convs=group_convs) if arch == "fast" else {}
+    return models.build_model(arch, width=width, **extra)
 
 
 def mc_train_step(model, opt, loss_fn, x, y):
@@ -181,9 +191,9 @@ def peak_memory(framework, arch, batch, threads):
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def profile(arch, batch, backend_name, reps=3):
+def profile(arch, batch, backend_name, reps=3, width=1.0, group_convs=2):
     """Share of a training step's time per layer type, forward and backward; then of inference."""
-    model, _ = make_models(arch)
+    model = make_model(arch, width, group_convs)
     timings = {}
 
     def wrap(m, kind):
@@ -219,7 +229,7 @@ def profile(arch, batch, backend_name, reps=3):
             opt_time += time.perf_counter() - t
         total = time.perf_counter() - total
     timings[("SGD", "step")] = opt_time
-    _print_shares(f"{arch}, batch {batch}, {backend_name}: {reps * batch / total:.0f} images/s (training step)",
+    _print_shares(f"{arch} (width {width:g}, {group_convs} convs a group), batch {batch}, {backend_name}: {reps * batch / total:.0f} images/s (training step)",
                   timings, total, reps)
     model.eval()  # the same wrappers on inference: a forward pass in evaluation mode
     with mc.use_backend(backend_name):
@@ -230,7 +240,7 @@ def profile(arch, batch, backend_name, reps=3):
             model.forward(x)
         total = time.perf_counter() - total
     model.train()
-    _print_shares(f"{arch}, batch {batch}, {backend_name}: {reps * batch / total:.0f} images/s (inference)",
+    _print_shares(f"{arch} (width {width:g}, {group_convs} convs a group), batch {batch}, {backend_name}: {reps * batch / total:.0f} images/s (inference)",
                   timings, total, reps)
 
 
@@ -252,6 +262,8 @@ def main():
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--profile", default=None, help="an architecture to profile instead of benchmarking")
     p.add_argument("--profile-backend", default="numba")
+    p.add_argument("--width", type=float, default=1.0, help="with --profile: the model's channel multiplier")
+    p.add_argument("--group-convs", type=int, default=2, choices=[2, 3], help="with --profile: convs per group of `fast`")
     p.add_argument("--bf16", action="store_true",
                    help="add rows with the convolutions' GEMMs on bfloat16 operands: minitorch-numba-bf16 (matmul "
                         "precision medium) and torch-bf16 (oneDNN conv fp32_precision bf16); with --profile: profile that")
@@ -269,7 +281,7 @@ def main():
     if args.profile:
         mc.set_float32_matmul_precision("medium" if args.bf16 else "highest")
         for batch in map(int, args.batches.split(",")):
-            profile(args.profile, batch, args.profile_backend)
+            profile(args.profile, batch, args.profile_backend, width=args.width, group_convs=args.group_convs)
         return
     import torch
     from minitorch_cifar.kernels.cpu import conv

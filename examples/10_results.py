@@ -246,6 +246,14 @@ EXPERIMENTS = {
     # 219): a mean of 93.28%, but seed 1 over the 2 hours
     "long-w2-e30-cutout-g3-bf16": [f"seeds --seeds 0 1 --ranks 2 {long_w2_g3_options(30, 'medium')} "
                                    f"--out runs/long-w2-e30-cutout-g3-bf16"],
+    # cut again to 22 epochs, so that 2 hours hold even the slow days of the shared host: the fifteenth session's
+    # epochs took 280-289 s (a 30-epoch seed 2 and a 24-epoch seed 0, both stopped after two epochs), and 22 x 289 s
+    # + 2.6 min of loading and evaluation is about 109 min. By 0.42 points per doubling of epochs (the 2-conv
+    # recipe's rate, above), 30 -> 22 costs about 0.19 points: about 93.1% expected from the 30-epoch seeds' 93.28
+    # Seeds 0-1 (2026-12-08, Xeon, alone on it): 93.04% in 98.8 min and 92.92% in 92.8 min end to end (epochs 250-286
+    # and 236-270 s): both inside 2 hours, mean 92.98%, 0.02 points short; -0.14 and -0.45 against the 30-epoch seeds
+    "long-w2-e22-cutout-g3-bf16": [f"seeds --seeds 0 1 --ranks 2 {long_w2_g3_options(22, 'medium')} "
+                                   f"--out runs/long-w2-e22-cutout-g3-bf16"],
     # airbench96_faster's hard-example selection (--select-keep 0.5: a 32/64/64 proxy scores each batch and the
     # network trains on the hardest half, at the same lr per example), so that the 2-hour budget holds 60 epochs,
     # not 40. Seed 0 trained at 443 images/s against 262 for long-w2-e40-cutout-f32's seed 3 (1.69x; Zen 5).
