@@ -37,19 +37,16 @@ from minitorch_cifar.torch_mirror import to_torch
 HERE = Path(__file__).resolve().parent
 
 
-def make_models(arch, seed=0):
-    mc.set_default_dtype(np.float32)
-    mc.manual_seed(seed)
-    model = models.build_model(arch)
-    return model, to_torch(model)
-
-
 def make_model(arch, width=1.0, group_convs=2, seed=0):
-    """minitorch's model alone (--profile): any width and, for `fast`, airbench96's 3-conv groups."""
+    """minitorch's model alone (--profile needs no torch): any width and, for `fast`, airbench96's 3-conv groups."""
     mc.set_default_dtype(np.float32)
     mc.manual_seed(seed)
-    extra = dict(group_convs=group_convs) if arch == "fast" else {}
-    return models.build_model(arch, width=width, **extra)
+    return models.build_model(arch, width=width, group_convs=group_convs)
+
+
+def make_models(arch, seed=0):
+    model = make_model(arch, seed=seed)
+    return model, to_torch(model)
 
 
 def mc_train_step(model, opt, loss_fn, x, y):
@@ -194,6 +191,8 @@ def peak_memory(framework, arch, batch, threads):
 def profile(arch, batch, backend_name, reps=3, width=1.0, group_convs=2):
     """Share of a training step's time per layer type, forward and backward; then of inference."""
     model = make_model(arch, width, group_convs)
+    groups = f", {group_convs} convs a group" if arch == "fast" else ""
+    name = f"{arch} (width {width:g}{groups}), batch {batch}, {backend_name}"
     timings = {}
 
     def wrap(m, kind):
@@ -229,8 +228,7 @@ def profile(arch, batch, backend_name, reps=3, width=1.0, group_convs=2):
             opt_time += time.perf_counter() - t
         total = time.perf_counter() - total
     timings[("SGD", "step")] = opt_time
-    _print_shares(f"{arch} (width {width:g}, {group_convs} convs a group), batch {batch}, {backend_name}: {reps * batch / total:.0f} images/s (training step)",
-                  timings, total, reps)
+    _print_shares(f"{name}: {reps * batch / total:.0f} images/s (training step)", timings, total, reps)
     model.eval()  # the same wrappers on inference: a forward pass in evaluation mode
     with mc.use_backend(backend_name):
         model.forward(x)
@@ -240,8 +238,7 @@ def profile(arch, batch, backend_name, reps=3, width=1.0, group_convs=2):
             model.forward(x)
         total = time.perf_counter() - total
     model.train()
-    _print_shares(f"{arch} (width {width:g}, {group_convs} convs a group), batch {batch}, {backend_name}: {reps * batch / total:.0f} images/s (inference)",
-                  timings, total, reps)
+    _print_shares(f"{name}: {reps * batch / total:.0f} images/s (inference)", timings, total, reps)
 
 
 def _print_shares(title, timings, total, reps):
